@@ -1,0 +1,53 @@
+/* Checkpoints (SPEC section 4): HDF5 files readable by h5py, weights in PyTorch's shapes under
+ * /params/<i>/{weight,bias,running_mean,running_var}, optimizer moments under /optim/{m,v}/<i>/...,
+ * training state as root attributes. Written to a temporary file, fsynced and renamed: a checkpoint on
+ * disk is always the old one or the new one. */
+#ifndef XD_CHECKPOINT_H
+#define XD_CHECKPOINT_H
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "dataset.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct xd_train_state {
+  int64_t step;          /* optimizer steps taken */
+  int64_t epoch;         /* epochs completed */
+  int64_t step_in_epoch; /* steps of the unfinished epoch (interrupted runs) */
+  uint64_t seed;
+  double best_metric;    /* by --monitor, of best_epoch */
+  int64_t best_epoch;    /* 1-based; 0 = none yet */
+  int64_t bad_epochs;    /* epochs without improvement, for early stopping */
+  double threshold;      /* operating point chosen on the validation split (0.5 if none) */
+  double part_loss, part_correct, part_count; /* train sums of the unfinished epoch */
+  double part_seconds;
+  int64_t stopped;       /* 1: early stopping fired */
+} xd_train_state;
+
+typedef struct xd_ckpt_meta {
+  int nclasses;
+  char class_names[XD_MAX_CLASSES][XD_CLASS_NAME_MAX];
+  char command[4096];
+  char monitor[16];
+  char data[1024];
+} xd_ckpt_meta;
+
+/* opt may be NULL (best.h5 holds weights only). */
+int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *opt, const xd_train_state *st,
+                       const xd_ckpt_meta *meta, xd_err *e);
+
+/* Builds the model from the checkpoint's stored description and loads its weights and batchnorm
+ * statistics. st and meta may be NULL. */
+int xd_checkpoint_load(const char *path, xd_model *m, xd_train_state *st, xd_ckpt_meta *meta, xd_err *e);
+/* Loads weights into an already built model whose description must match the stored one's shapes. */
+int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e);
+/* Loads optimizer moments and step; the optimizer must be allocated for m. */
+int xd_checkpoint_load_optim(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e);
+/* 1 if the file is an xray-dp checkpoint, 0 if not, -1 if unreadable. */
+int xd_checkpoint_probe(const char *path);
+/* Prints a description (for `xray-dp info`). */
+int xd_checkpoint_describe(const char *path, FILE *f, xd_err *e);
+
+#endif

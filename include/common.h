@@ -1,0 +1,52 @@
+/* Error reporting, allocation and small utilities shared by every module.
+ *
+ * Library code never exits: a failing function records one line in an xd_err and returns -1.
+ * Only src/cli/ prints the message and picks the exit status. */
+#ifndef XD_COMMON_H
+#define XD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define XD_ERR_MAX 1024
+typedef struct xd_err {
+  char msg[XD_ERR_MAX];
+} xd_err;
+
+/* Formats a one-line message into *e (e may be NULL) and returns -1: `return xd_fail(e, "%s: ...", path);` */
+int xd_fail(xd_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, prefixed with file:line: for failures of calls that should not fail (HDF5/MPI internals), where
+ * the location is what a bug report needs. */
+int xd_fail_at(xd_err *e, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Checked calls. XD_TRY propagates a -1 from a function that already filled the xd_err.
+ * XD_CHECK turns a C-style failure (negative return / NULL) into an error naming file:line. */
+#define XD_TRY(call)           \
+  do {                         \
+    if ((call) != 0) return -1; \
+  } while (0)
+#define XD_CHECK(cond, e, ...)                                   \
+  do {                                                          \
+    if (!(cond)) return xd_fail_at((e), __FILE__, __LINE__, __VA_ARGS__); \
+  } while (0)
+
+/* 64-byte aligned allocation (AVX-512 friendly, no false sharing between arenas). Returns NULL and
+ * fills e (naming `what` and the size) on failure. Zero-initialised. Free with xd_free. */
+void *xd_alloc(size_t bytes, const char *what, xd_err *e);
+void xd_free(void *p);
+
+/* Monotonic wall-clock seconds. */
+double xd_now(void);
+
+/* Writes a whole file atomically: the caller writes `tmp` (from xd_tmp_name), then xd_commit_file
+ * fsyncs it, renames it over `path` and fsyncs the directory. */
+void xd_tmp_name(const char *path, char *tmp, size_t n);
+int xd_commit_file(const char *tmp, const char *path, xd_err *e);
+int xd_mkdir_p(const char *dir, xd_err *e);
+int xd_file_exists(const char *path);
+
+/* Portable strdup (C11 lacks it). */
+char *xd_strdup(const char *s);
+
+#endif

@@ -1,0 +1,22 @@
+/* Image decoding and resizing shared by `pack` and `predict`, so both see the same pixels. */
+#ifndef XD_IMAGE_H
+#define XD_IMAGE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+/* Largest accepted source side and pixel count: anything bigger is rejected before decoding. */
+#define XD_IMAGE_MAX_SIDE 16384
+#define XD_IMAGE_MAX_PIXELS (1u << 27)
+
+/* Decodes the file at `path` (JPEG, PNG, BMP, GIF, PGM/PPM via stb_image), converts it to 8-bit grayscale
+ * (ITU-R BT.601 luma for RGB; alpha is ignored) and resizes it to size x size: area averaging when shrinking,
+ * bilinear when enlarging. Writes size*size bytes to out. On failure returns -1 with a one-line reason
+ * naming the file (zero-byte, truncated/corrupt, not an image, absurd dimensions). Thread-safe. */
+int xd_image_load_gray(const char *path, int size, uint8_t *out, xd_err *e);
+
+/* The resize used above, exposed for tests: src is sw x sh gray, dst is dw x dh. */
+void xd_image_resize_gray(const uint8_t *src, int sw, int sh, uint8_t *dst, int dw, int dh);
+
+#endif

@@ -1,0 +1,113 @@
+/* A model: layers parsed from a plain-text description (SPEC section 3), one parameter arena, one
+ * gradient arena of the same layout, and a buffer arena (batchnorm running statistics).
+ *
+ * Activations and scratch live in an xd_workspace, sized once per (model, batch). */
+#ifndef XD_MODEL_H
+#define XD_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "layers.h"
+
+typedef enum { XD_L_CONV, XD_L_MAXPOOL, XD_L_AVGPOOL, XD_L_GAP, XD_L_BATCHNORM, XD_L_DROPOUT, XD_L_FLATTEN,
+               XD_L_DENSE, XD_L_ACT } xd_layer_kind;
+
+typedef struct xd_layer {
+  xd_layer_kind kind;
+  int line;        /* line in the description, for messages */
+  xd_act act;      /* conv, dense, act: the activation applied to the output */
+  int in_c, in_h, in_w, out_c, out_h, out_w; /* per-sample shapes; flat tensors have h = w = 1 */
+  int flat;        /* output is a flat [features] tensor (after flatten or dense) */
+  union {
+    struct { int filters, kh, kw, stride, same, pad_top, pad_left; } conv;
+    struct { int kh, kw, sh, sw; } pool;
+    struct { int units; } dense;
+    struct { float rate; } dropout;
+    struct { float eps, momentum; } bn;
+  } p;
+  size_t w_off, w_n, b_off, b_n; /* in floats, into params/grads; n = 0 when absent */
+  size_t rm_off, rv_off;         /* batchnorm running mean/var, into buffers */
+} xd_layer;
+
+typedef enum { XD_LOSS_BCE, XD_LOSS_CE } xd_loss_kind;
+
+typedef struct xd_model {
+  int nlayers;
+  xd_layer *layers;
+  int in_c, in_h, in_w;
+  int nout;              /* outputs of the last layer: 1 (sigmoid/BCE) or K (softmax/CE) */
+  xd_loss_kind loss;
+  size_t nparams, nbuffers;
+  float *params, *grads, *buffers;
+  char *text;            /* the description as given (stored in checkpoints) */
+} xd_model;
+
+/* Text of a preset for a given input size, or NULL if `name` is not a preset. Caller frees. */
+char *xd_model_preset_text(const char *name, int channels, int height, int width);
+const char *xd_model_preset_names(void); /* "keras-seed, tripathi5, petre-bn, default" */
+
+/* Parses and builds. `source` names the text in errors ("model.txt" or "preset keras-seed"):
+ * "model.txt:7: dense after a 4-D tensor needs a flatten first". Parameters are zero; call xd_model_init. */
+int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e);
+/* Resolves --model: a preset name or a file path; builds for the given input shape (a file's `input`
+ * line must match it). */
+int xd_model_from_arg(xd_model *m, const char *arg, int channels, int height, int width, xd_err *e);
+void xd_model_free(xd_model *m);
+
+typedef enum { XD_INIT_TORCH = 0, XD_INIT_GLOROT, XD_INIT_HE } xd_init_kind;
+/* Seeded initialisation; TORCH = PyTorch's defaults (kaiming_uniform(a=sqrt 5): U(+-1/sqrt(fan_in)) for
+ * weights and biases), GLOROT = Keras' defaults (glorot_uniform weights, zero biases), HE = he_normal
+ * weights, zero biases. Batchnorm: gamma 1, beta 0, running mean 0, var 1. */
+void xd_model_init(xd_model *m, xd_init_kind kind, uint64_t seed);
+int xd_init_parse(const char *s, xd_init_kind *k);
+
+/* Forward multiply-accumulates per image (for GFLOP/s and the summary). */
+double xd_model_flops_per_image(const xd_model *m, int training);
+/* Keras-like summary: one line per layer with output shape and parameter count. */
+void xd_model_summary(const xd_model *m, FILE *f);
+
+/* Reduction hook for --sync-bn: sums `n` doubles across ranks in place (NULL: local only). */
+typedef struct xd_reducer {
+  void (*sum_doubles)(void *ctx, double *x, int n);
+  void *ctx;
+  int world; /* ranks whose batches the global batch is made of */
+} xd_reducer;
+
+typedef struct xd_workspace {
+  int batch;                 /* samples per forward pass on this rank */
+  float **act;               /* act[0] input [B,in], act[l+1] output of layer l (flatten aliases) */
+  float *dbuf[2];            /* ping-pong gradient buffers, the largest activation each */
+  int32_t **argmax;          /* maxpool layers */
+  float **bn_mean, **bn_invstd;
+  double *bn_stats;          /* 2 * max channels */
+  float *scratch;
+  size_t scratch_n;
+  float *dlast;              /* gradient w.r.t. the logits [B, nout] */
+  const float *gradcam_dy;   /* set by xd_backward when asked to stop at a layer */
+} xd_workspace;
+
+int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e);
+void xd_workspace_free(xd_workspace *w, const xd_model *m);
+
+/* Per-step context of a training forward/backward. */
+typedef struct xd_step_ctx {
+  int training;
+  uint64_t seed, step;       /* dropout keys derive from (seed, step, layer) */
+  int64_t first_sample;      /* global index of this rank's first sample in the global batch */
+  int64_t global_batch;
+  const xd_reducer *sync_bn; /* NULL: batch statistics of the local batch */
+} xd_step_ctx;
+
+/* x [B, C, H, W] copied into ws->act[0] by the caller (or pass ws->act[0]). Returns the logits
+ * [B, nout] (pointer into the workspace). B <= ws->batch. */
+const float *xd_forward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c);
+/* Backward from ws->dlast (filled by the loss). Overwrites m->grads entirely.
+ * stop_at >= 0: stops once the gradient w.r.t. layer stop_at's output is known, leaving it in
+ * ws->gradcam_dy, and does not touch m->grads (used by Grad-CAM). */
+void xd_backward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c, int stop_at);
+/* Probabilities from logits: sigmoid (nout 1) or softmax rows. out may equal logits. */
+void xd_probs(const xd_model *m, int B, const float *logits, float *out);
+
+#endif

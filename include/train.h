@@ -1,0 +1,51 @@
+/* The training loop: shards, steps, the gradient all-reduce, the optimizer step, and rank 0's duties
+ * (validation, checkpoints, early stopping). Every decision (stop, save) happens in one place. */
+#ifndef XD_TRAIN_H
+#define XD_TRAIN_H
+#include <signal.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "dist.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct xd_train_opts {
+  const char *data;      /* dataset file */
+  const char *model;     /* preset or file */
+  const char *out;       /* run directory */
+  const char *command;   /* the command line, recorded in checkpoints and train.log */
+  int epochs, batch;     /* batch is GLOBAL */
+  xd_opt_config opt;
+  xd_schedule sched;
+  uint64_t seed;
+  int patience;
+  double min_delta;
+  int monitor_auc;       /* 0: val_loss, 1: val_auc */
+  int class_weight;      /* 0 none, 1 balanced, 2 given */
+  float cw[2];
+  const char *augment;   /* "none", "default" or a spec */
+  int resume;
+  int64_t max_steps;     /* -1: no limit */
+  int no_shuffle, quiet, sync_bn;
+  xd_init_kind init;
+  double mem_cap_mb;     /* in-memory shard cap per rank */
+  volatile sig_atomic_t *stop_flag; /* set by SIGTERM/SIGUSR1 handlers (may be NULL) */
+} xd_train_opts;
+
+/* Status on return: 0 finished (all epochs, max-steps or early stop), 1 interrupted by a signal
+ * (last.h5 written), -1 error (e filled on the failing rank). */
+int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e);
+
+/* Augmentation: per-sample random affine warp and intensity jitter of uint8 images into float [0,1].
+ * Spec: "none", "default", or comma-separated rot=DEG,shift=FRAC,zoom=FRAC,contrast=FRAC,brightness=FRAC. */
+typedef struct xd_augment {
+  int on;
+  float rot_deg, shift, zoom, contrast, brightness;
+} xd_augment;
+int xd_augment_parse(const char *spec, xd_augment *a);
+/* src uint8 [H,W] -> dst float [H,W]; key and counter make the draw a function of (seed, step, sample). */
+void xd_augment_apply(const xd_augment *a, uint64_t key, uint64_t sample, const uint8_t *src, int H, int W,
+                      float *dst);
+
+#endif

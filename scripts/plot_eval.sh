@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# ROC curve and confusion matrix of an evaluation:
+#   scripts/plot_eval.sh EVAL_DIR OUT_DIR            reads EVAL_DIR/eval.json and EVAL_DIR/roc.tsv
+#   scripts/plot_eval.sh EVAL_JSON ROC_TSV OUT_DIR
+# Writes OUT_DIR/roc.png (ROC curve, AUC in the title, the operating point at the evaluation threshold
+# marked) and OUT_DIR/confusion.png (2x2 counts, coloured by the fraction of each actual class).
+#
+# Inputs (what `xray-dp eval` writes):
+#   eval.json  the `eval --json` object (SPEC section 5): needs n, threshold, roc_auc and confusion
+#              [[TN,FP],[FN,TP]]; an optional "class_names": ["NORMAL","PNEUMONIA"] names the classes,
+#              else XD_CLASS_NAMES="NEG,POS" from the environment, else NORMAL,PNEUMONIA.
+#   roc.tsv    the `eval --roc FILE` curve (xd_roc_curve_write): header `threshold<TAB>fpr<TAB>tpr`,
+#              then rows by descending threshold, the first being `inf 0 0`.
+# Needs gnuplot (Debian: gnuplot-nox). Fails with one line naming the file when an input is missing or
+# malformed.
+set -euo pipefail
+
+me=$(basename "$0")
+die() { echo "$me: $*" >&2; exit 1; }
+
+case $# in
+  2) [ -d "$1" ] || die "$1: not a directory (for files: $me EVAL_JSON ROC_TSV OUT_DIR)"
+     json="$1/eval.json"; roc="$1/roc.tsv"; out="$2" ;;
+  3) json="$1"; roc="$2"; out="$3" ;;
+  *) die "usage: $me EVAL_DIR OUT_DIR | $me EVAL_JSON ROC_TSV OUT_DIR" ;;
+esac
+for f in "$json" "$roc"; do
+  [ -f "$f" ] || die "$f: no such file"
+  [ -r "$f" ] || die "$f: not readable"
+done
+command -v gnuplot > /dev/null || die "gnuplot not found (Debian: apt-get install gnuplot-nox)"
+mkdir -p "$out" 2> /dev/null || die "$out: cannot create the output directory"
+
+# ---- eval.json: a flat object, so a regular expression per key is enough ----
+j=$(tr -d '\n\r' < "$json")
+[[ $j =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]] || die "$json: not a JSON object"
+num='[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?'
+getnum() { # getnum KEY -> number, "null", or empty when absent
+  sed -nE "s/.*\"$1\"[[:space:]]*:[[:space:]]*(null|$num).*/\1/p" <<< "$j"
+}
+n=$(getnum n)
+threshold=$(getnum threshold)
+auc=$(getnum roc_auc)
+[ -n "$n" ] && [ "$n" != null ] || die "$json: no numeric \"n\""
+[ -n "$threshold" ] || die "$json: no \"threshold\""
+[ -n "$auc" ] || die "$json: no \"roc_auc\""
+read -r tn fp fn tp <<< "$(sed -nE 's/.*"confusion"[[:space:]]*:[[:space:]]*\[[[:space:]]*\[[[:space:]]*([0-9]+)[[:space:]]*,[[:space:]]*([0-9]+)[[:space:]]*\][[:space:]]*,[[:space:]]*\[[[:space:]]*([0-9]+)[[:space:]]*,[[:space:]]*([0-9]+)[[:space:]]*\][[:space:]]*\].*/\1 \2 \3 \4/p' <<< "$j")"
+[ -n "${tp:-}" ] || die "$json: no \"confusion\": [[TN, FP], [FN, TP]]"
+[ $((tn + fp + fn + tp)) -eq "$n" ] || die "$json: confusion counts sum to $((tn + fp + fn + tp)), n is $n"
+
+names=$(sed -nE 's/.*"class_names"[[:space:]]*:[[:space:]]*\[[[:space:]]*"([^"]*)"[[:space:]]*,[[:space:]]*"([^"]*)"[[:space:]]*\].*/\1,\2/p' <<< "$j")
+names=${names:-${XD_CLASS_NAMES:-NORMAL,PNEUMONIA}}
+names=$(tr -cd 'A-Za-z0-9 ,_.+-' <<< "$names") # they go into gnuplot strings
+neg=${names%%,*}
+pos=${names#*,}
+[ -n "$neg" ] && [ -n "$pos" ] && [ "$neg" != "$names" ] || die "class names \"$names\" are not NEG,POS"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# ---- roc.tsv ----
+if ! awk -F'\t' -v file="$roc" -v data="$tmp/roc" '
+  function bad(msg) { print file ": " msg > "/dev/stderr"; failed = 1; exit 1 }
+  function rate(s) { return s ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && s >= 0 && s <= 1 }
+  { sub(/\r$/, "") }
+  NR == 1 { if ($0 != "threshold\tfpr\ttpr") bad("line 1: header is not threshold<TAB>fpr<TAB>tpr"); next }
+  {
+    if (NF != 3) bad("line " NR ": " NF " tab-separated fields, expected 3")
+    if (!rate($2) || !rate($3)) bad("line " NR ": fpr/tpr \"" $2 "\", \"" $3 "\" not in [0, 1]")
+    if (rows && ($2 < pf || $3 < pt)) bad("line " NR ": fpr/tpr decrease (rows must be by descending threshold)")
+    pf = $2; pt = $3; rows++
+    print $2, $3 > data
+  }
+  END {
+    if (failed) exit 1
+    if (rows < 2) bad("fewer than 2 curve points")
+  }' "$roc" 2> "$tmp/err"; then
+  die "$(head -n1 "$tmp/err")"
+fi
+
+# Operating point from the counts (the JSON rates may be null where undefined).
+[ $((tn + fp)) -gt 0 ] && [ $((fn + tp)) -gt 0 ] || die "$json: both classes are needed for a ROC curve"
+read -r op_fpr op_tpr op_spec <<< "$(awk -v tn="$tn" -v fp="$fp" -v fn="$fn" -v tp="$tp" \
+  'BEGIN { printf "%.6f %.6f %.6f\n", fp / (tn + fp), tp / (tp + fn), tn / (tn + fp) }')"
+auc_txt=$([ "$auc" = null ] && echo "undefined" || printf '%.4f' "$auc")
+thr_txt=$([ "$threshold" = null ] && echo "?" || printf '%.4g' "$threshold")
+
+font="DejaVu Sans"
+if gnuplot -e "set terminal pngcairo" 2> /dev/null; then
+  term() { echo "pngcairo size $1 noenhanced font '$font,13' linewidth 1.5"; }
+else
+  term() { echo "png size $1 noenhanced"; }
+fi
+
+run_gnuplot() { # run_gnuplot SCRIPT INPUT_NAMED_IN_ERRORS
+  gnuplot "$1" 2> "$tmp/gp.err" || die "gnuplot failed on $2: $(grep -v '^ *$' "$tmp/gp.err" | tail -n1)"
+}
+
+# ---- roc.png ----
+# The operating-point label sits beside the point, on whichever side has room.
+lx=$(awk -v x="$op_fpr" 'BEGIN { print (x < 0.55) ? x + 0.06 : x - 0.06 }')
+ly=$(awk -v y="$op_tpr" 'BEGIN { print (y > 0.25) ? y - 0.14 : y + 0.1 }')
+lalign=$(awk -v x="$op_fpr" 'BEGIN { print (x < 0.55) ? "left" : "right" }')
+cat > "$tmp/roc.gp" << EOF
+set terminal $(term 800,760)
+set output '$tmp/roc.png'
+set size ratio -1
+set xrange [0:1]
+set yrange [0:1]
+set xtics 0.1
+set ytics 0.1
+set format x '%.1f'
+set format y '%.1f'
+set grid lc rgb '#dddddd'
+set title "ROC curve: AUC = $auc_txt   (n = $n, $pos positive)" font ',15'
+set xlabel 'false positive rate (1 - specificity)'
+set ylabel 'true positive rate (sensitivity)'
+set key bottom right box opaque Left reverse samplen 2
+set label 1 sprintf("threshold %s\nsensitivity %.1f%%\nspecificity %.1f%%", "$thr_txt", 100*$op_tpr, 100*$op_spec) \
+  at $lx,$ly $lalign front
+plot '$tmp/roc' using 1:2 with filledcurves y1=0 fs transparent solid 0.12 lc rgb '#1f77b4' notitle, \
+     x with lines dt 2 lc rgb '#888888' title 'chance', \
+     '$tmp/roc' using 1:2 with lines lw 2.5 lc rgb '#1f77b4' title 'model', \
+     '+' using ($op_fpr):($op_tpr) every ::0::0 with points pt 7 ps 2 lc rgb '#d62728' \
+       title 'operating point (threshold $thr_txt)'
+EOF
+run_gnuplot "$tmp/roc.gp" "$roc"
+
+# ---- confusion.png ----
+# Colour is the fraction of the actual class (row), so the diagonal reads as specificity and
+# sensitivity whatever the class balance; the cells show the counts.
+awk -v tn="$tn" -v fp="$fp" -v fn="$fn" -v tp="$tp" 'BEGIN {
+  printf "%.6f %.6f\n%.6f %.6f\n", tn / (tn + fp), fp / (tn + fp), fn / (fn + tp), tp / (fn + tp) }' > "$tmp/cm"
+cell() { # cell COL ROW COUNT ROWTOTAL WHAT ROWNAME
+  awk -v x="$1" -v y="$2" -v c="$3" -v t="$4" -v what="$5" -v name="$6" 'BEGIN {
+    f = c / t; col = f > 0.55 ? "#ffffff" : "#1a1a1a"
+    printf "set label at %d,%g \"%d\" center front font \",30\" tc rgb \"%s\"\n", x, y - 0.08, c, col
+    printf "set label at %d,%g \"%s\" center front font \",12\" tc rgb \"%s\"\n", x, y + 0.12, what, col
+    printf "set label at %d,%g \"%.1f%% of actual %s\" center front font \",11\" tc rgb \"%s\"\n", x, y + 0.24, 100 * f, name, col
+  }'
+}
+cat > "$tmp/cm.gp" << EOF
+set terminal $(term 800,700)
+set output '$tmp/confusion.png'
+set title "Confusion matrix at threshold $thr_txt   (n = $n)\nsensitivity $(awk -v v="$op_tpr" 'BEGIN{printf "%.1f", 100*v}')%   specificity $(awk -v v="$op_spec" 'BEGIN{printf "%.1f", 100*v}')%" font ',15'
+set size ratio -1
+set xrange [-0.5:1.5]
+set yrange [1.5:-0.5]
+set xtics ("$neg" 0, "$pos" 1) scale 0 nomirror font ',13'
+set ytics ("$neg" 0, "$pos" 1) scale 0 nomirror rotate by 90 center font ',13'
+set xlabel 'predicted' font ',14'
+set ylabel 'actual' font ',14'
+unset x2tics
+unset y2tics
+set border 15
+set cbrange [0:1]
+set cbtics ('0%%' 0, '20%%' 0.2, '40%%' 0.4, '60%%' 0.6, '80%%' 0.8, '100%%' 1)
+set cblabel 'share of the actual class'
+set palette defined (0 '#f7fbff', 0.5 '#6baed6', 1 '#08306b')
+unset key
+$(cell 0 0 "$tn" $((tn + fp)) "true negative" "$neg")
+$(cell 1 0 "$fp" $((tn + fp)) "false positive (false alarm)" "$neg")
+$(cell 0 1 "$fn" $((fn + tp)) "false negative (missed)" "$pos")
+$(cell 1 1 "$tp" $((fn + tp)) "true positive" "$pos")
+plot '$tmp/cm' matrix with image
+EOF
+run_gnuplot "$tmp/cm.gp" "$json"
+
+mv "$tmp/roc.png" "$out/roc.png"
+mv "$tmp/confusion.png" "$out/confusion.png"
+echo "$out/roc.png"
+echo "$out/confusion.png"

@@ -1,0 +1,74 @@
+/* Dense layer y = x w^T + b with PyTorch's w [OUT, IN]. Threads take fixed-size column blocks of each
+ * product; xd_sgemm sums every element over K in a fixed order, so the split does not change results. */
+#include "layers.h"
+
+#include <string.h>
+
+#define DENSE_BLOCK 96 /* a multiple of every micro-kernel width (12, 24, 48) */
+
+void dense_forward(int B, int IN, int OUT, const float *x, const float *w, const float *b, float *y) {
+  const int nblk = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK;
+#pragma omp parallel for schedule(static)
+  for (int jb = 0; jb < nblk; jb++) {
+    int j0 = jb * DENSE_BLOCK, nj = OUT - j0 < DENSE_BLOCK ? OUT - j0 : DENSE_BLOCK;
+    for (int n = 0; n < B; n++)
+      for (int j = 0; j < nj; j++) y[(size_t)n * OUT + j0 + j] = b ? b[j0 + j] : 0.0f;
+    /* y[:, j0:j0+nj] += x [B,IN] * w[j0:j0+nj, :]^T */
+    xd_sgemm(0, 1, B, nj, IN, x, IN, w + (size_t)j0 * IN, IN, 1.0f, y + j0, OUT);
+  }
+}
+
+void dense_backward(int B, int IN, int OUT, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                    float *db) {
+  const int nout = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK;
+  const int nin = (IN + DENSE_BLOCK - 1) / DENSE_BLOCK;
+  const int njobs = nout + (dx ? nin : 0);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int job = 0; job < njobs; job++) {
+    if (job < nout) { /* dw rows [o0, o0+no) = dy[:, o0:]^T x, summed over the batch in order */
+      int o0 = job * DENSE_BLOCK, no = OUT - o0 < DENSE_BLOCK ? OUT - o0 : DENSE_BLOCK;
+      xd_sgemm(1, 0, no, IN, B, dy + o0, OUT, x, IN, 0.0f, dw + (size_t)o0 * IN, IN);
+      if (db)
+        for (int o = o0; o < o0 + no; o++) {
+          float s = 0.0f;
+          for (int n = 0; n < B; n++) s += dy[(size_t)n * OUT + o];
+          db[o] = s;
+        }
+    } else { /* dx[:, i0:i0+ni] = dy w[:, i0:] */
+      int i0 = (job - nout) * DENSE_BLOCK, ni = IN - i0 < DENSE_BLOCK ? IN - i0 : DENSE_BLOCK;
+      xd_sgemm(0, 0, B, ni, OUT, dy, OUT, w + i0, IN, 0.0f, dx + i0, IN);
+    }
+  }
+}
+
+void dense_forward_ref(int B, int IN, int OUT, const float *x, const float *w, const float *b, float *y) {
+  for (int n = 0; n < B; n++)
+    for (int o = 0; o < OUT; o++) {
+      double s = b ? b[o] : 0.0;
+      for (int i = 0; i < IN; i++) s += (double)x[(size_t)n * IN + i] * w[(size_t)o * IN + i];
+      y[(size_t)n * OUT + o] = (float)s;
+    }
+}
+
+void dense_backward_ref(int B, int IN, int OUT, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                        float *db) {
+  for (int o = 0; o < OUT; o++) {
+    for (int i = 0; i < IN; i++) {
+      double s = 0.0;
+      for (int n = 0; n < B; n++) s += (double)dy[(size_t)n * OUT + o] * x[(size_t)n * IN + i];
+      dw[(size_t)o * IN + i] = (float)s;
+    }
+    if (db) {
+      double s = 0.0;
+      for (int n = 0; n < B; n++) s += dy[(size_t)n * OUT + o];
+      db[o] = (float)s;
+    }
+  }
+  if (dx)
+    for (int n = 0; n < B; n++)
+      for (int i = 0; i < IN; i++) {
+        double s = 0.0;
+        for (int o = 0; o < OUT; o++) s += (double)dy[(size_t)n * OUT + o] * w[(size_t)o * IN + i];
+        dx[(size_t)n * IN + i] = (float)s;
+      }
+}

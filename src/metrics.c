@@ -1,0 +1,235 @@
+/* Binary-classification metrics; conventions for undefined values are in include/metrics.h. */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct scored {
+  float p;
+  uint8_t y;
+} scored;
+
+static int by_prob_desc(const void *a, const void *b) {
+  float pa = ((const scored *)a)->p, pb = ((const scored *)b)->p;
+  return (pa < pb) - (pa > pb);
+}
+
+/* A copy of (prob, label) sorted by descending probability, or NULL (allocation failed, or a NaN
+ * score, which would make the order and every threshold meaningless). Counts positives into *pos. */
+static scored *sorted_scores(int64_t n, const float *prob, const uint8_t *label, int64_t *pos) {
+  *pos = 0;
+  if (n <= 0) return NULL;
+  scored *s = malloc((size_t)n * sizeof *s);
+  if (!s) return NULL;
+  for (int64_t i = 0; i < n; i++) {
+    if (isnan(prob[i])) {
+      free(s);
+      return NULL;
+    }
+    s[i].p = prob[i];
+    s[i].y = label[i] != 0;
+    *pos += s[i].y;
+  }
+  qsort(s, (size_t)n, sizeof *s, by_prob_desc);
+  return s;
+}
+
+/* Index one past the run of equal scores starting at i: a tie group is one threshold. */
+static int64_t group_end(const scored *s, int64_t n, int64_t i) {
+  int64_t j = i + 1;
+  while (j < n && s[j].p == s[i].p) j++;
+  return j;
+}
+
+static double roc_auc_sorted(const scored *s, int64_t n, int64_t pos) {
+  int64_t neg = n - pos;
+  if (pos == 0 || neg == 0) return NAN;
+  /* Twice the Mann-Whitney U in integers, so the only rounding is the final division: each negative
+   * beats no positive above it and ties with the positives of its own group (counted 1/2). */
+  uint64_t twice_u = 0;
+  int64_t tp_above = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = group_end(s, n, i), tp = 0, fp = 0;
+    for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
+    twice_u += (uint64_t)fp * (uint64_t)(2 * tp_above + tp);
+    tp_above += tp;
+    i = j;
+  }
+  return (double)twice_u / (2.0 * (double)pos * (double)neg);
+}
+
+static double pr_auc_sorted(const scored *s, int64_t n, int64_t pos) {
+  if (pos == 0) return NAN;
+  double ap = 0, prev_recall = 0;
+  int64_t tp = 0, fp = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = group_end(s, n, i);
+    for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
+    double recall = (double)tp / (double)pos;
+    ap += (recall - prev_recall) * ((double)tp / (double)(tp + fp));
+    prev_recall = recall;
+    i = j;
+  }
+  return ap;
+}
+
+double xd_roc_auc(int64_t n, const float *prob, const uint8_t *label) {
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  if (!s) return NAN;
+  double auc = roc_auc_sorted(s, n, pos);
+  free(s);
+  return auc;
+}
+
+double xd_pr_auc(int64_t n, const float *prob, const uint8_t *label) {
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  if (!s) return NAN;
+  double ap = pr_auc_sorted(s, n, pos);
+  free(s);
+  return ap;
+}
+
+double xd_threshold_for_sensitivity(int64_t n, const float *prob, const uint8_t *label,
+                                    double min_sensitivity) {
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  if (!s) return NAN;
+  double t = NAN;
+  int64_t tp = 0;
+  /* Sensitivity only grows as the threshold falls, so the first group that reaches the target is the
+   * highest such threshold and has the best specificity. */
+  for (int64_t i = 0; i < n && pos > 0;) {
+    int64_t j = group_end(s, n, i);
+    for (int64_t k = i; k < j; k++) tp += s[k].y;
+    if ((double)tp / (double)pos >= min_sensitivity) {
+      t = s[i].p;
+      break;
+    }
+    i = j;
+  }
+  free(s);
+  return t;
+}
+
+static double ratio(int64_t num, int64_t den) { return den ? (double)num / (double)den : NAN; }
+
+void xd_metrics_binary(int64_t n, const float *prob, const uint8_t *label, double threshold,
+                       xd_binary_metrics *m) {
+  memset(m, 0, sizeof *m);
+  m->n = n;
+  m->loss = NAN;
+  m->threshold = threshold;
+  for (int64_t i = 0; i < n; i++) m->confusion[label[i] != 0][prob[i] >= threshold]++;
+  int64_t tn = m->confusion[0][0], fp = m->confusion[0][1];
+  int64_t fn = m->confusion[1][0], tp = m->confusion[1][1];
+  m->accuracy = ratio(tp + tn, n);
+  m->precision = ratio(tp, tp + fp);
+  m->recall = ratio(tp, tp + fn);
+  m->specificity = ratio(tn, tn + fp);
+  /* 2TP/(2TP+FP+FN) rather than the harmonic mean, so F1 stays defined (0) when precision is not. */
+  m->f1 = ratio(2 * tp, 2 * tp + fp + fn);
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  m->roc_auc = s ? roc_auc_sorted(s, n, pos) : NAN;
+  m->pr_auc = s ? pr_auc_sorted(s, n, pos) : NAN;
+  free(s);
+}
+
+/* Shortest of %.15g/%.17g that reads back as the same double; NaN and infinities as null. */
+static void json_number(FILE *f, double v) {
+  if (!isfinite(v)) {
+    fputs("null", f);
+    return;
+  }
+  char buf[40];
+  snprintf(buf, sizeof buf, "%.15g", v);
+  if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
+  fputs(buf, f);
+}
+
+int xd_metrics_json(FILE *f, const xd_binary_metrics *m) {
+  const char *keys[] = {"loss", "accuracy", "precision", "recall", "specificity",
+                        "f1",   "roc_auc",  "pr_auc",    "threshold"};
+  const double vals[] = {m->loss, m->accuracy, m->precision, m->recall,   m->specificity,
+                         m->f1,   m->roc_auc,  m->pr_auc,    m->threshold};
+  fprintf(f, "{\"n\": %lld", (long long)m->n);
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    fprintf(f, ", \"%s\": ", keys[i]);
+    json_number(f, vals[i]);
+  }
+  fprintf(f, ", \"confusion\": [[%lld, %lld], [%lld, %lld]]}\n", (long long)m->confusion[0][0],
+          (long long)m->confusion[0][1], (long long)m->confusion[1][0], (long long)m->confusion[1][1]);
+  return ferror(f) ? -1 : 0;
+}
+
+/* "0.9744   (380 / 390 ...)" or "undefined (...)" for NAN. */
+static void table_row(FILE *f, const char *name, double v, int64_t num, int64_t den, const char *what) {
+  if (isnan(v))
+    fprintf(f, "  %-22s undefined", name);
+  else
+    fprintf(f, "  %-22s %.4f", name, v);
+  if (den >= 0)
+    fprintf(f, "%s (%lld / %lld %s)", isnan(v) ? "" : "   ", (long long)num, (long long)den, what);
+  fputc('\n', f);
+}
+
+void xd_metrics_print_table(FILE *f, const xd_binary_metrics *m, const char *class_names[2]) {
+  const char *neg = class_names && class_names[0] ? class_names[0] : "negative";
+  const char *pos = class_names && class_names[1] ? class_names[1] : "positive";
+  const int64_t(*c)[2] = (const int64_t(*)[2])m->confusion;
+  int64_t tn = c[0][0], fp = c[0][1], fn = c[1][0], tp = c[1][1];
+  char h0[256], h1[256], r0[256], r1[256];
+  snprintf(h0, sizeof h0, "predicted %s", neg);
+  snprintf(h1, sizeof h1, "predicted %s", pos);
+  snprintf(r0, sizeof r0, "actual %s", neg);
+  snprintf(r1, sizeof r1, "actual %s", pos);
+  int wr = (int)(strlen(r0) > strlen(r1) ? strlen(r0) : strlen(r1));
+  int w0 = (int)strlen(h0), w1 = (int)strlen(h1);
+
+  fprintf(f, "%lld images; predicted %s iff probability >= %.4g\n\n", (long long)m->n, pos,
+          m->threshold);
+  fprintf(f, "  %-*s  %*s  %*s\n", wr, "", w0, h0, w1, h1);
+  fprintf(f, "  %-*s  %*lld  %*lld\n", wr, r0, w0, (long long)tn, w1, (long long)fp);
+  fprintf(f, "  %-*s  %*lld  %*lld\n\n", wr, r1, w0, (long long)fn, w1, (long long)tp);
+
+  char what[320];
+  table_row(f, "loss", m->loss, 0, -1, "");
+  table_row(f, "accuracy", m->accuracy, tp + tn, m->n, "correct");
+  snprintf(what, sizeof what, "%s cases found", pos);
+  table_row(f, "sensitivity (recall)", m->recall, tp, tp + fn, what);
+  snprintf(what, sizeof what, "%s cases cleared", neg);
+  table_row(f, "specificity", m->specificity, tn, tn + fp, what);
+  snprintf(what, sizeof what, "%s calls correct", pos);
+  table_row(f, "precision (PPV)", m->precision, tp, tp + fp, what);
+  table_row(f, "F1", m->f1, 0, -1, "");
+  table_row(f, "ROC-AUC", m->roc_auc, 0, -1, "");
+  table_row(f, "PR-AUC (avg precision)", m->pr_auc, 0, -1, "");
+  fprintf(f, "\n  missed %s (false negatives): %lld; false alarms (false positives): %lld\n", pos,
+          (long long)fn, (long long)fp);
+}
+
+int xd_roc_curve_write(FILE *f, int64_t n, const float *prob, const uint8_t *label, xd_err *e) {
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  if (!s) return xd_fail(e, "ROC curve: no scores, a NaN probability, or out of memory (%lld cases)",
+                         (long long)n);
+  int64_t neg = n - pos;
+  if (pos == 0 || neg == 0) {
+    free(s);
+    return xd_fail(e, "ROC curve: needs both classes, got %lld positive and %lld negative cases",
+                   (long long)pos, (long long)neg);
+  }
+  fprintf(f, "threshold\tfpr\ttpr\ninf\t0\t0\n");
+  int64_t tp = 0, fp = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = group_end(s, n, i);
+    for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
+    fprintf(f, "%.9g\t%.12g\t%.12g\n", s[i].p, (double)fp / (double)neg, (double)tp / (double)pos);
+    i = j;
+  }
+  free(s);
+  return ferror(f) ? xd_fail(e, "ROC curve: write error") : 0;
+}

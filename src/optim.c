@@ -1,0 +1,151 @@
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+xd_opt_config xd_opt_defaults(xd_opt_kind kind, float lr) {
+  xd_opt_config c = {kind, lr, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 0.99f, 0.0f};
+  if (kind == XD_OPT_SGD) c.momentum = 0.9f;
+  if (kind == XD_OPT_ADAGRAD) c.eps = 1e-10f;
+  return c;
+}
+
+int xd_opt_parse(const char *s, xd_opt_kind *k) {
+  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad"};
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(s, n[i])) {
+      *k = (xd_opt_kind)i;
+      return 0;
+    }
+  return -1;
+}
+
+const char *xd_opt_name(xd_opt_kind k) {
+  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad"};
+  return n[k];
+}
+
+int xd_opt_alloc(xd_optimizer *o, const xd_opt_config *c, size_t n, xd_err *e) {
+  memset(o, 0, sizeof *o);
+  o->c = *c;
+  o->n = n;
+  o->m = xd_alloc(n * sizeof(float), "optimizer state", e);
+  o->v = o->m ? xd_alloc(n * sizeof(float), "optimizer state", e) : NULL;
+  if (!o->v) {
+    xd_opt_free(o);
+    return -1;
+  }
+  return 0;
+}
+
+void xd_opt_free(xd_optimizer *o) {
+  xd_free(o->m);
+  xd_free(o->v);
+  o->m = o->v = NULL;
+}
+
+/* Each update mirrors torch.optim's single-tensor CPU path (PyTorch 1.13 / 2.x), operation by
+ * operation in float, with Python-side scalars computed in double like PyTorch does. */
+void xd_opt_step(xd_optimizer *o, float *p, const float *grad, float lr) {
+  const xd_opt_config *c = &o->c;
+  const float wd = c->weight_decay;
+  const int64_t n = (int64_t)o->n;
+  float *m = o->m, *v = o->v;
+  o->step++;
+  switch (c->kind) {
+    case XD_OPT_ADAM: {
+      double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
+      double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
+      const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+      const float b1 = c->beta1, b2 = c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        m[i] = m[i] * b1 + g * omb1;
+        v[i] = v[i] * b2 + g * g * omb2;
+        float denom = sqrtf(v[i]) / bc2_sqrt + c->eps;
+        p[i] = p[i] - step_size * (m[i] / denom);
+      }
+      break;
+    }
+    case XD_OPT_SGD: {
+      const float mu = c->momentum;
+      const int first = o->step == 1;
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        if (mu != 0.0f) {
+          m[i] = first ? g : m[i] * mu + g;
+          g = c->nesterov ? g + mu * m[i] : m[i];
+        }
+        p[i] = p[i] - lr * g;
+      }
+      break;
+    }
+    case XD_OPT_RMSPROP: {
+      const float a = c->alpha, oma = (float)(1.0 - c->alpha), mu = c->momentum;
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        v[i] = v[i] * a + g * g * oma;
+        float avg = sqrtf(v[i]) + c->eps;
+        if (mu > 0.0f) {
+          m[i] = m[i] * mu + g / avg;
+          p[i] = p[i] - lr * m[i];
+        } else {
+          p[i] = p[i] - lr * (g / avg);
+        }
+      }
+      break;
+    }
+    case XD_OPT_ADAGRAD: {
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        v[i] = v[i] + g * g;
+        p[i] = p[i] - lr * (g / (sqrtf(v[i]) + c->eps));
+      }
+      break;
+    }
+  }
+}
+
+int xd_schedule_parse(const char *s, xd_schedule *out) {
+  memset(out, 0, sizeof *out);
+  out->gamma = 1;
+  if (!strcmp(s, "constant")) return 0;
+  if (!strncmp(s, "cosine", 6)) {
+    out->kind = 2;
+    if (s[6] == 0) return 0;
+    char *end;
+    if (s[6] != ':') return -1;
+    out->min_factor = strtod(s + 7, &end);
+    return (*end || out->min_factor < 0 || out->min_factor > 1) ? -1 : 0;
+  }
+  if (!strncmp(s, "step:", 5)) {
+    out->kind = 1;
+    char *end;
+    long every = strtol(s + 5, &end, 10);
+    if (*end != ':' || every <= 0) return -1;
+    out->every = (int)every;
+    out->gamma = strtod(end + 1, &end);
+    return (*end || out->gamma <= 0) ? -1 : 0;
+  }
+  return -1;
+}
+
+float xd_schedule_lr(const xd_schedule *s, float base_lr, int epoch, int epochs) {
+  switch (s->kind) {
+    case 1:
+      return (float)(base_lr * pow(s->gamma, epoch / s->every));
+    case 2: {
+      double t = epochs > 0 ? (double)epoch / (double)epochs : 0.0; /* the last epoch keeps a small lr */
+      double f = s->min_factor + (1 - s->min_factor) * 0.5 * (1 + cos(3.141592653589793 * t));
+      return (float)(base_lr * f);
+    }
+    default:
+      return base_lr;
+  }
+}

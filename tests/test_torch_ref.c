@@ -1,0 +1,236 @@
+/* Compares xray-dp with the PyTorch reference fixtures written by scripts/make_fixtures.py:
+ * logits and loss (1e-5), every gradient (1e-4), weights after 1 and 3 Adam steps (1e-5), and one
+ * SGD-momentum and RMSProp step. Errors are normwise per tensor: max|ours - torch| / max|torch|.
+ * The reference is float64, so this is our float32 error.
+ *
+ * Adam and RMSProp normalise each gradient element by its own magnitude, so an element whose true
+ * gradient is within 1000x of float32's rounding noise on that tensor (measured: max|our gradient -
+ * the float64 one|; e.g. a conv bias that a batchnorm nearly cancels) moves by up to +-lr with a sign
+ * and size that rounding decides, in any float32 implementation, PyTorch's included. Those elements
+ * are held to the largest step the optimizer can take (their count is printed); every other element
+ * to 1e-5. Batchnorm running statistics are compared after the first step (computed from the initial
+ * weights) to 1e-5; after 3 steps they inherit the noise above and are held to 5e-3. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "checkpoint.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+
+static float *read_ds(hid_t f, const char *path, size_t *n) {
+  hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+  if (d < 0) return NULL;
+  hid_t s = H5Dget_space(d);
+  *n = (size_t)H5Sget_simple_extent_npoints(s);
+  float *buf = malloc(*n * sizeof(float) + 1);
+  H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  H5Sclose(s);
+  H5Dclose(d);
+  return buf;
+}
+
+/* max|a-b| / max|b| for one tensor; prints and counts a failure if above tol */
+static double compare(const char *what, const float *a, const float *b, size_t n, double tol) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    num = fmax(num, fabs((double)a[i] - b[i]));
+    den = fmax(den, fabs((double)b[i]));
+  }
+  double err = den > 0 ? num / den : num;
+  CHECK_MSG(err <= tol, "%s: normwise error %.3g > %.1g", what, err, tol);
+  return err;
+}
+
+typedef struct { const char *name; size_t off, n; int buffer; } tref;
+
+/* the tensors of the model in the fixture's naming: "<i>/weight" etc. */
+static int list_tensors(const xd_model *m, tref *out, char names[][32]) {
+  int k = 0;
+  for (int i = 0; i < m->nlayers; i++) {
+    const xd_layer *L = &m->layers[i];
+    if (L->w_n == 0) continue;
+    snprintf(names[k], 32, "%d/weight", i);
+    out[k] = (tref){names[k], L->w_off, L->w_n, 0};
+    k++;
+    snprintf(names[k], 32, "%d/bias", i);
+    out[k] = (tref){names[k], L->b_off, L->b_n, 0};
+    k++;
+    if (L->kind == XD_L_BATCHNORM) {
+      snprintf(names[k], 32, "%d/running_mean", i);
+      out[k] = (tref){names[k], L->rm_off, (size_t)L->in_c, 1};
+      k++;
+      snprintf(names[k], 32, "%d/running_var", i);
+      out[k] = (tref){names[k], L->rv_off, (size_t)L->in_c, 1};
+      k++;
+    }
+  }
+  return k;
+}
+
+static double compare_group_step(hid_t f, const char *fixture, const char *group, const xd_model *m,
+                                 const float *arena, int with_buffers, double tol, double bound, double buf_tol,
+                                 const float *grads_ours, int *noisy);
+
+/* Optimizer-step comparison: elements whose reference gradient g is well above our gradient's rounding
+ * noise are held to tol; the others may differ by at most `bound` (the optimizer's largest total move). */
+static double compare_step(const char *what, const float *a, const float *b, const float *g, const float *g_ours,
+                           size_t n, double tol, double bound, int *noisy) {
+  double gnoise = 0, den = 0, num = 0;
+  for (size_t i = 0; i < n; i++) gnoise = fmax(gnoise, fabs((double)g[i] - g_ours[i])), den = fmax(den, fabs((double)b[i]));
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (fabs((double)g[i]) <= 1000 * gnoise) {
+      (*noisy)++;
+      CHECK_MSG(d <= bound, "%s[%zu]: moved %.3g from the reference, beyond the optimizer's largest step %.3g", what, i,
+                d, bound);
+    } else {
+      num = fmax(num, d);
+    }
+  }
+  double err = den > 0 ? num / den : num;
+  CHECK_MSG(err <= tol, "%s: normwise error %.3g > %.1g", what, err, tol);
+  return err;
+}
+
+static double compare_group(hid_t f, const char *fixture, const char *group, const xd_model *m, const float *arena,
+                            int with_buffers, double tol) {
+  return compare_group_step(f, fixture, group, m, arena, with_buffers, tol, 0, 0, NULL, NULL);
+}
+
+static double compare_group_step(hid_t f, const char *fixture, const char *group, const xd_model *m,
+                                 const float *arena, int with_buffers, double tol, double bound, double buf_tol,
+                                 const float *grads_ours, int *noisy) {
+  tref t[256];
+  char names[256][32];
+  int k = list_tensors(m, t, names);
+  double worst = 0;
+  for (int j = 0; j < k; j++) {
+    if (t[j].buffer && !with_buffers) continue;
+    char path[128], what[256];
+    snprintf(path, sizeof path, "/%s/%s", group, t[j].name);
+    size_t n = 0;
+    float *ref = read_ds(f, path, &n);
+    CHECK_MSG(ref && n == t[j].n, "%s: %s missing or wrong size", fixture, path);
+    if (!ref || n != t[j].n) {
+      free(ref);
+      continue;
+    }
+    snprintf(what, sizeof what, "%s %s", fixture, path);
+    const float *mine = (t[j].buffer ? m->buffers : arena) + t[j].off;
+    if (noisy && !t[j].buffer) {
+      snprintf(path, sizeof path, "/grads/%s", t[j].name);
+      size_t ng = 0;
+      float *g = read_ds(f, path, &ng);
+      CHECK(g && ng == n);
+      if (g && ng == n) worst = fmax(worst, compare_step(what, mine, ref, g, grads_ours + t[j].off, n, tol, bound, noisy));
+      free(g);
+    } else {
+      worst = fmax(worst, compare(what, mine, ref, n, t[j].buffer && buf_tol > 0 ? buf_tol : tol));
+    }
+    free(ref);
+  }
+  return worst;
+}
+
+static double step_loss(xd_model *m, xd_workspace *ws, const float *x, const uint8_t *y, int B, const float **logits) {
+  size_t in = (size_t)B * m->in_c * m->in_h * m->in_w;
+  memcpy(ws->act[0], x, in * sizeof(float));
+  xd_step_ctx c = {1, 0, 0, 0, B, NULL};
+  const float *z = xd_forward(m, ws, B, &c);
+  if (logits) *logits = z;
+  double loss = m->loss == XD_LOSS_BCE ? xd_loss_bce(B, z, y, NULL, 1.0 / B, ws->dlast)
+                                       : xd_loss_ce(B, m->nout, z, y, NULL, 1.0 / B, ws->dlast);
+  xd_backward(m, ws, B, &c, -1);
+  return loss;
+}
+
+static void run_fixture(const char *path, const char *name) {
+  xd_err e = {{0}};
+  xd_model m;
+  if (xd_checkpoint_load(path, &m, NULL, NULL, &e)) {
+    CHECK_MSG(0, "%s", e.msg);
+    return;
+  }
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  size_t nx = 0, ny = 0, nz = 0;
+  float *x = read_ds(f, "/x", &nx);
+  hid_t dy = H5Dopen2(f, "/y", H5P_DEFAULT);
+  hid_t sy = H5Dget_space(dy);
+  ny = (size_t)H5Sget_simple_extent_npoints(sy);
+  uint8_t *y = malloc(ny);
+  H5Dread(dy, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
+  H5Sclose(sy);
+  H5Dclose(dy);
+  int B = (int)ny;
+  double ref_loss = 0;
+  hid_t a = H5Aopen(f, "loss", H5P_DEFAULT);
+  H5Aread(a, H5T_NATIVE_DOUBLE, &ref_loss);
+  H5Aclose(a);
+
+  xd_workspace ws;
+  CHECK(xd_workspace_alloc(&ws, &m, B, &e) == 0);
+  const float *z;
+  double loss = step_loss(&m, &ws, x, y, B, &z);
+  float *ref_z = read_ds(f, "/logits", &nz);
+  CHECK(nz == (size_t)B * m.nout);
+  char what[256];
+  snprintf(what, sizeof what, "%s logits", name);
+  double ez = compare(what, z, ref_z, nz, 1e-5);
+  CHECK_CLOSE(loss, ref_loss, 1e-5, 0);
+  double eg = compare_group(f, name, "grads", &m, m.grads, 0, 1e-4);
+  printf("%-12s logits %.2e  loss %.2e  grads %.2e", name, ez, fabs(loss - ref_loss) / fabs(ref_loss), eg);
+
+  struct { const char *group; xd_opt_kind kind; float lr; int steps[2]; } opts[] = {
+      {"adam", XD_OPT_ADAM, 1e-3f, {1, 3}}, {"sgd", XD_OPT_SGD, 1e-2f, {1, 0}}, {"rmsprop", XD_OPT_RMSPROP, 1e-3f, {1, 0}}};
+  for (int o = 0; o < 3; o++) {
+    char g1[32];
+    snprintf(g1, sizeof g1, "/%s1", opts[o].group);
+    if (H5Lexists(f, g1, H5P_DEFAULT) <= 0) continue;
+    CHECK(xd_checkpoint_load_weights(path, &m, &e) == 0); /* back to the initial state */
+    xd_optimizer opt;
+    xd_opt_config oc = xd_opt_defaults(opts[o].kind, opts[o].lr);
+    CHECK(xd_opt_alloc(&opt, &oc, m.nparams, &e) == 0);
+    int last = opts[o].steps[1] ? opts[o].steps[1] : opts[o].steps[0];
+    float *gours = malloc(m.nparams * sizeof(float));
+    for (int s = 1; s <= last; s++) {
+      step_loss(&m, &ws, x, y, B, NULL);
+      if (s == 1) memcpy(gours, m.grads, m.nparams * sizeof(float));
+      xd_opt_step(&opt, m.params, m.grads, opts[o].lr);
+      if (s == opts[o].steps[0] || s == opts[o].steps[1]) {
+        char g[32];
+        snprintf(g, sizeof g, "%s%d", opts[o].group, s);
+        /* SGD is linear in the gradient: every element strict. Adam moves an element at most lr*(1-b1)/sqrt(1-b2) ~ 3.2 lr per step; RMSProp's first step lr/sqrt(1-alpha) = 10 lr */
+        double per_step = opts[o].kind == XD_OPT_RMSPROP ? 10.0 : (opts[o].kind == XD_OPT_ADAM ? 3.17 : 0.0);
+        int noisy = 0;
+        double ew = compare_group_step(f, name, g, &m, m.params, 1, 1e-5, 2.0 * per_step * opts[o].lr * s,
+                                       s == 1 ? 1e-5 : 5e-3, gours, per_step > 0 ? &noisy : NULL);
+        printf("  %s %.2e (%d noisy)", g, ew, noisy);
+      }
+    }
+    free(gours);
+    xd_opt_free(&opt);
+  }
+  printf("\n");
+  free(ref_z);
+  free(x);
+  free(y);
+  H5Fclose(f);
+  xd_workspace_free(&ws, &m);
+  xd_model_free(&m);
+}
+
+int main(int argc, char **argv) {
+  const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
+  const char *names[] = {"keras-seed", "tripathi5", "petre-bn", "mixed"};
+  for (int i = 0; i < 4; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/torch_%s.h5", dir, names[i]);
+    run_fixture(path, names[i]);
+  }
+  return check_done("torch_ref");
+}
