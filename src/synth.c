@@ -35,7 +35,8 @@ typedef struct {
   float breast_d, breast_y;
   /* exposure */
   float k, gain, fog, heel_u, heel_v, noise;
-  /* pathology */
+  /* pathology: mottled interstitial haze per lung (fraction of the air density) and consolidation blobs */
+  float haze[2];
   int nblobs;
   blob b[MAX_BLOBS];
   uint64_t tex_key, grain_key;
@@ -135,9 +136,14 @@ static void draw_anatomy(phantom *p, xd_rng *r) {
   p->noise = uni(r, 2.0f, 7.0f);
 }
 
-/* Pneumonia: 1-3 patches, each a cluster of overlapping blobs centred inside a lung field. About a third
+/* Pneumonia: 1-3 patches, each a cluster of overlapping blobs centred inside a lung field. About a quarter
  * of the patches are faint, and faint or small patches can sit behind ribs or near the heart border. */
 static void draw_opacities(phantom *p, xd_rng *r) {
+  /* pediatric bronchopneumonia is often diffuse: a mottled haze over one or both lungs, faint in some */
+  int side = (int)(xd_rng_next(r) & 1), both = xd_rng_uniform(r) < 0.5f;
+  float h = xd_rng_uniform(r) < 0.2f ? uni(r, 0.06f, 0.12f) : uni(r, 0.12f, 0.35f);
+  p->haze[side] = h;
+  if (both) p->haze[1 - side] = h * uni(r, 0.5f, 1.0f);
   int npatch = 1 + (xd_rng_uniform(r) < 0.45f) + (xd_rng_uniform(r) < 0.2f);
   for (int q = 0; q < npatch; q++) {
     int s = (int)(xd_rng_next(r) & 1);
@@ -152,9 +158,9 @@ static void draw_opacities(phantom *p, xd_rng *r) {
       }
       cy = 0.5f * (p->lung_top[s] + p->lung_bot[s]);
     }
-    float subtle = xd_rng_uniform(r) < 0.35f;
-    float R = subtle ? uni(r, 0.07f, 0.15f) : uni(r, 0.12f, 0.28f);
-    float amp = p->air * (subtle ? uni(r, 0.12f, 0.25f) : uni(r, 0.30f, 0.70f));
+    float subtle = xd_rng_uniform(r) < 0.25f;
+    float R = subtle ? uni(r, 0.08f, 0.16f) : uni(r, 0.15f, 0.30f);
+    float amp = p->air * (subtle ? uni(r, 0.15f, 0.30f) : uni(r, 0.45f, 0.85f));
     int nb = 3 + (int)xd_rand_below(r->key, r->counter++, 6);
     for (int i = 0; i < nb && p->nblobs < MAX_BLOBS; i++) {
       blob *b = &p->b[p->nblobs++];
@@ -221,6 +227,10 @@ static float density(const phantom *p, float x, float y) {
       float ddx = x - b->x, ddy = y - b->y;
       float q = (ddx * ddx + ddy * ddy) / (b->r * b->r);
       if (q < 1) op += b->amp * (1 - q);
+    }
+    if (p->haze[s] > 0) {
+      float mottle = value_noise(p->tex_key, x * 9.0f + 57.0f, y * 9.0f);
+      D += p->haze[s] * p->air * L * sqrtf(t) * (0.3f + 0.7f * mottle * mottle);
     }
     if (op > 0) {
       float tex = value_noise(p->tex_key, x * 18.0f, y * 18.0f);
