@@ -11,10 +11,14 @@ foreach(src ${XD_TEST_C})
   set_tests_properties(${short} PROPERTIES TIMEOUT 600)
 endforeach()
 
+# Tools the shell tests call.
+add_executable(ckpt_diff ${CMAKE_SOURCE_DIR}/tests/tools/ckpt_diff.c)
+target_link_libraries(ckpt_diff PRIVATE xdcore)
+
 file(GLOB XD_TEST_SH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/test_*.sh)
 foreach(src ${XD_TEST_SH})
   get_filename_component(name ${src} NAME_WE)
   string(REGEX REPLACE "^test_" "" short ${name})
   add_test(NAME ${short} COMMAND bash ${src} $<TARGET_FILE:xray-dp> ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/testwork/${short})
-  set_tests_properties(${short} PROPERTIES TIMEOUT 900 ENVIRONMENT "MPIEXEC=${MPIEXEC_EXECUTABLE}")
+  set_tests_properties(${short} PROPERTIES TIMEOUT 900 ENVIRONMENT "MPIEXEC=${MPIEXEC_EXECUTABLE};CKPT_DIFF=$<TARGET_FILE:ckpt_diff>")
 endforeach()

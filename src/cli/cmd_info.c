@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "dataset.h"
 #include "h5util.h"
@@ -86,7 +87,11 @@ int cmd_info(int argc, char **argv) {
     return 1;
   }
   if (!strcmp(format, "xray-dp-dataset")) return info_dataset(path);
-  /* Hook: checkpoints (and other formats) are described here once they exist. */
-  fprintf(stderr, "xray-dp info: %s: not a dataset (format attribute is '%s')\n", path, format);
+  if (!strcmp(format, "xray-dp-checkpoint")) {
+    if (xd_checkpoint_describe(path, stdout, &e) == 0) return 0;
+    fprintf(stderr, "xray-dp info: %s\n", e.msg);
+    return 1;
+  }
+  fprintf(stderr, "xray-dp info: %s: neither a dataset nor a checkpoint (format attribute is '%s')\n", path, format);
   return 1;
 }

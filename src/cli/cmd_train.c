@@ -178,6 +178,10 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "xray-dp train: --resume needs --out DIR (the run directory holding last.h5)\n");
     USAGE_FAIL();
   }
+  if (o.batch % d.size) {
+    fprintf(stderr, "xray-dp train: --batch %d is the global batch and must be divisible by the %d ranks\n", o.batch, d.size);
+    USAGE_FAIL();
+  }
   if (threads > 0) omp_set_num_threads((int)threads);
 
   if (!o.out) {
