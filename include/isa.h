@@ -16,8 +16,8 @@ typedef struct xd_kernels {
   /* same contract as xd_sgemm in layers.h */
   void (*sgemm)(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                 float beta, float *C, int ldc);
-  /* conv2d with C == 1, stride 1, per sample: y[F][OH*OW] = b + w (*) x, no padding handling beyond
-   * d's pad fields (see conv.c); dw[F][KH*KW] = sum_p dy * x (overwritten). */
+  /* conv2d of ONE sample with one input channel, stride 1, no padding (OH = H-KH+1, OW = W-KW+1, KH*KW <= 49):
+   * y[F][OH*OW] = b + w (*) x (b may be NULL); wgrad overwrites dw[F][KH*KW] = sum over pixels of dy * x. */
   void (*conv_c1_forward)(int H, int W, int F, int KH, int KW, int OH, int OW, const float *x, const float *w,
                           const float *b, float *y);
   void (*conv_c1_wgrad)(int H, int W, int F, int KH, int KW, int OH, int OW, const float *x, const float *dy,

@@ -28,7 +28,7 @@ void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, c
   }
 }
 
-int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, float *cam, float *prob) {
+int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, int out_w, float *cam, float *prob) {
   int lc = -1;
   for (int i = 0; i < m->nlayers; i++)
     if (m->layers[i].kind == XD_L_CONV) lc = i;
@@ -37,9 +37,8 @@ int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, float *cam, 
   xd_step_ctx c = {0};
   load_input(m, ws, 1, image);
   const float *z = xd_forward(m, ws, 1, &c);
-  float p[16];
-  xd_probs(m, 1, z, p);
-  *prob = m->nout == 1 ? p[0] : p[1];
+  xd_probs(m, 1, z, ws->dlast); /* dlast is free until the gradient is seeded below */
+  *prob = m->nout == 1 ? ws->dlast[0] : ws->dlast[1];
   /* d(score)/d(logits): the positive-class logit */
   for (int k = 0; k < m->nout; k++) ws->dlast[k] = (m->nout == 1 || k == 1) ? 1.0f : 0.0f;
   xd_backward(m, ws, 1, &c, lc);
@@ -58,8 +57,9 @@ int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, float *cam, 
     if (map[j] < 0) map[j] = 0;
     if (map[j] > mx) mx = map[j];
   }
-  /* bilinear upsampling to the input, aligning pixel centres (the conv's receptive fields are centred) */
-  const int H = m->in_h, W = m->in_w;
+  /* bilinear upsampling to the output, aligning pixel centres (the conv's receptive fields are centred);
+   * the last conv map spans the input up to the few border pixels lost to valid padding */
+  const int H = out_h, W = out_w;
   for (int y = 0; y < H; y++) {
     float sy = ((float)y + 0.5f) * h / H - 0.5f;
     if (sy < 0) sy = 0;

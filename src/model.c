@@ -526,15 +526,17 @@ void xd_model_init(xd_model *m, xd_init_kind kind, uint64_t seed) {
   }
 }
 
+static double layer_macs(const xd_layer *L) {
+  if (L->kind == XD_L_CONV) return (double)L->out_c * L->out_h * L->out_w * L->in_c * L->p.conv.kh * L->p.conv.kw;
+  if (L->kind == XD_L_DENSE) return (double)L->out_c * L->in_c;
+  return 0;
+}
+
 double xd_model_flops_per_image(const xd_model *m, int training) {
   double fwd = 0, bwd = 0;
   for (int i = 0; i < m->nlayers; i++) {
     const xd_layer *L = &m->layers[i];
-    double mac = 0;
-    if (L->kind == XD_L_CONV)
-      mac = (double)L->out_c * L->out_h * L->out_w * L->in_c * L->p.conv.kh * L->p.conv.kw;
-    else if (L->kind == XD_L_DENSE)
-      mac = (double)L->out_c * L->in_c;
+    double mac = layer_macs(L);
     fwd += 2 * mac;
     /* weight gradient always; input gradient for every layer but the first */
     bwd += 2 * mac * (i == 0 ? 1 : 2);
@@ -549,8 +551,10 @@ static const char *kind_name(xd_layer_kind k) {
 }
 
 void xd_model_summary(const xd_model *m, FILE *f) {
-  fprintf(f, "%-4s %-28s %-18s %12s\n", "#", "layer", "output shape", "params");
-  fprintf(f, "%-4s %-28s %-18s %12s\n", "", "input", "", "");
+  fprintf(f, "%-4s %-28s %-14s %10s %12s\n", "#", "layer", "output shape", "params", "MFLOP/image");
+  char in[32];
+  snprintf(in, sizeof in, "%dx%dx%d", m->in_c, m->in_h, m->in_w);
+  fprintf(f, "%-4s %-28s %-14s %10s %12s\n", "", "input", in, "", "");
   size_t total = 0;
   for (int i = 0; i < m->nlayers; i++) {
     const xd_layer *L = &m->layers[i];
@@ -574,8 +578,12 @@ void xd_model_summary(const xd_model *m, FILE *f) {
       snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
     size_t np = L->w_n + L->b_n;
     total += np;
-    fprintf(f, "%-4d %-28s %-18s %12zu\n", i, desc, shape, np);
+    double mf = 2 * layer_macs(L) / 1e6;
+    if (mf > 0)
+      fprintf(f, "%-4d %-28s %-14s %10zu %12.2f\n", i, desc, shape, np, mf);
+    else
+      fprintf(f, "%-4d %-28s %-14s %10zu %12s\n", i, desc, shape, np, "");
   }
-  fprintf(f, "total parameters: %zu; forward %.1f MFLOP/image, training %.1f MFLOP/image\n", total,
+  fprintf(f, "total parameters: %zu; forward %.1f MFLOP/image, training step %.1f MFLOP/image\n", total,
           xd_model_flops_per_image(m, 0) / 1e6, xd_model_flops_per_image(m, 1) / 1e6);
 }

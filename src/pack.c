@@ -17,7 +17,7 @@
 #include "pack.h"
 #include "rng.h"
 
-#define PACK_BLOCK 128
+#define PACK_BLOCK 64
 
 static const char *const split_names[3] = {"train", "val", "test"};
 
@@ -277,7 +277,7 @@ static void print_summary(FILE *f, const char *out, const class_list *cls, const
   }
 }
 
-/* Fills lists[3] from SRC and returns in *val_note how val was obtained (for the source attribute). */
+/* Fills lists[3] (train, val, test) from SRC, each sorted by path; cls gets the class folder names. */
 static int scan_src(const char *src, class_list *cls, entry_list lists[3], xd_err *e) {
   if (!is_dir(src)) return xd_fail(e, "%s: not a directory", src);
   char dir[8192];

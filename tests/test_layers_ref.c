@@ -1,10 +1,14 @@
 /* Optimised kernels against the plain *_ref versions (and a naive GEMM) on odd shapes, and bitwise
- * identity of every kernel between 1 and 2 OpenMP threads. */
+ * identity of every kernel between 1 and 2 OpenMP threads, for every instruction set the CPU supports:
+ * without XD_ISA set the test re-runs itself once per supported ISA with XD_ISA=<isa> (include/isa.h). */
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "isa.h"
 #include "layers.h"
 #include "rng.h"
 
@@ -109,6 +113,37 @@ static void test_conv(void) {
   conv_case(conv_dims(2, 3, 9, 8, 4, 1, 1, 2, 0)); /* strided 1x1: im2col path */
   conv_case(conv_dims(1, 16, 13, 11, 33, 3, 3, 1, 1));
   conv_case(conv_dims(3, 2, 12, 13, 4, 5, 3, 3, 0)); /* valid, stride 3, uncovered border */
+  conv_case(conv_dims(3, 1, 20, 37, 5, 3, 3, 1, 0));  /* one channel: direct kernels, 35-wide rows (tails) */
+  conv_case(conv_dims(2, 1, 11, 23, 6, 5, 4, 1, 0));  /* direct kernels, generic taps */
+  conv_case(conv_dims(2, 1, 11, 23, 6, 3, 3, 1, 1));  /* one channel, padded: im2col path */
+}
+
+/* 2x2 / stride 2 max pooling (its own fast path) against a naive loop, with ties and NaNs. */
+static void test_maxpool2(void) {
+  xd_pool_dims d = {2, 3, 9, 11, 2, 2, 2, 2, 4, 5};
+  size_t nx = (size_t)d.B * d.C * d.H * d.W, ny = (size_t)d.B * d.C * d.OH * d.OW;
+  float *x = falloc(nx), *y = falloc(ny);
+  int32_t *am = calloc(ny, sizeof *am);
+  fill(x, nx, 71, -2, 2);
+  for (size_t i = 0; i < nx; i += 7) x[i] = 1.0f; /* ties */
+  for (size_t i = 3; i < nx; i += 29) x[i] = NAN;
+  maxpool_forward(&d, x, y, am);
+  int bad = 0;
+  for (int pl = 0; pl < d.B * d.C; pl++)
+    for (int oy = 0; oy < d.OH; oy++)
+      for (int ox = 0; ox < d.OW; ox++) {
+        const float *xp = x + (size_t)pl * d.H * d.W;
+        int best = 2 * oy * d.W + 2 * ox;
+        for (int k = 1; k < 4; k++) {
+          int idx = (2 * oy + k / 2) * d.W + 2 * ox + k % 2;
+          if (xp[idx] > xp[best] || (xp[idx] != xp[idx] && xp[best] == xp[best])) best = idx;
+        }
+        size_t o = ((size_t)pl * d.OH + oy) * d.OW + ox;
+        float ya = y[o], yb = xp[best];
+        bad += am[o] != best || !(ya == yb || (ya != ya && yb != yb));
+      }
+  CHECK_MSG(bad == 0, "maxpool 2x2: %d outputs differ from the naive loop", bad);
+  free(x), free(y), free(am);
 }
 
 static void test_dense(void) {
@@ -151,10 +186,9 @@ static float *keep(outs *o, size_t n) {
   return o->f[o->nf++] = falloc(n);
 }
 
-static void run_all(outs *o) {
-  /* conv big enough that both threads get samples */
-  xd_conv_dims d = conv_dims(5, 6, 23, 19, 10, 3, 3, 2, 1);
-  size_t nx = (size_t)d.B * d.C * d.H * d.W, nw = (size_t)d.F * d.C * 9, ny = (size_t)d.B * d.F * d.OH * d.OW;
+static void run_conv(outs *o, xd_conv_dims d) {
+  size_t nx = (size_t)d.B * d.C * d.H * d.W, nw = (size_t)d.F * d.C * d.KH * d.KW;
+  size_t ny = (size_t)d.B * d.F * d.OH * d.OW;
   float *x = falloc(nx), *w = falloc(nw), *b = falloc(d.F), *dy = falloc(ny);
   float *scr = falloc(conv2d_scratch_floats(&d, 2));
   fill(x, nx, 31, -1, 1), fill(w, nw, 32, -1, 1), fill(b, d.F, 33, -1, 1), fill(dy, ny, 34, -1, 1);
@@ -162,6 +196,13 @@ static void run_all(outs *o) {
   float *cdx = keep(o, nx), *cdw = keep(o, nw), *cdb = keep(o, d.F);
   conv2d_backward(&d, x, w, dy, cdx, cdw, cdb, scr);
   free(x), free(w), free(b), free(dy), free(scr);
+}
+
+static void run_all(outs *o) {
+  /* convs big enough that both threads get samples; the second takes the one-channel direct kernels */
+  run_conv(o, conv_dims(5, 6, 23, 19, 10, 3, 3, 2, 1));
+  run_conv(o, conv_dims(5, 1, 30, 41, 7, 3, 3, 1, 0));
+  float *x, *w, *b, *dy;
 
   int B = 9, IN = 301, OUT = 200;
   x = falloc((size_t)B * IN), w = falloc((size_t)OUT * IN), b = falloc(OUT), dy = falloc((size_t)B * OUT);
@@ -235,9 +276,62 @@ static void test_threads(void) {
   free(o1.arg), free(o2.arg);
 }
 
-int main(void) {
+/* Every table's GEMM against the naive one, in this process. */
+static void test_gemm_all_isas(void) {
+  for (int i = 0; i < XD_ISA_COUNT; i++) {
+    const xd_kernels *k = xd_kernels_for((xd_isa)i);
+    if (!k) continue;
+    CHECK(k->isa == (xd_isa)i);
+    int M = 37, N = 53, K = 301;
+    float *A = falloc((size_t)M * K), *B = falloc((size_t)K * N), *C = falloc((size_t)M * N), *R = falloc((size_t)M * N);
+    fill(A, (size_t)M * K, 81, -1, 1), fill(B, (size_t)K * N, 82, -1, 1);
+    for (int r = 0; r < M; r++)
+      for (int c = 0; c < N; c++) {
+        double acc = 0.0;
+        for (int j = 0; j < K; j++) acc += (double)A[(size_t)r * K + j] * B[(size_t)j * N + c];
+        R[(size_t)r * N + c] = (float)acc;
+      }
+    k->sgemm(0, 0, M, N, K, A, K, B, N, 0.0f, C, N);
+    double e = rel_err(C, R, (size_t)M * N);
+    CHECK_MSG(e < 1e-5, "gemm on %s: rel err %g", xd_isa_name((xd_isa)i), e);
+    free(A), free(B), free(C), free(R);
+  }
+}
+
+/* Without XD_ISA: run this test again under each supported ISA; every child must pass. */
+static int run_each_isa(char **argv) {
+  int ran = 0;
+  for (int i = 0; i < XD_ISA_COUNT; i++) {
+    if (!xd_isa_supported((xd_isa)i)) continue;
+    const char *name = xd_isa_name((xd_isa)i);
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("XD_ISA", name, 1);
+      execv("/proc/self/exe", argv);
+      execv(argv[0], argv);
+      _exit(127);
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "layers_ref under XD_ISA=%s failed", name);
+    printf("layers_ref: ran under XD_ISA=%s\n", name);
+    ran++;
+  }
+  CHECK(ran >= 1);
+  test_gemm_all_isas();
+  return check_done("layers_ref (all ISAs)");
+}
+
+int main(int argc, char **argv) {
+  const char *want = getenv("XD_ISA");
+  if (!want || !*want) return run_each_isa(argv);
+  /* the child must really run the ISA it was asked for (the parent only asks for supported ones) */
+  CHECK_MSG(!strcmp(xd_isa_name(xd_kernels_active()->isa), want), "XD_ISA=%s but active ISA is %s", want,
+            xd_isa_name(xd_kernels_active()->isa));
   test_gemm();
   test_conv();
+  test_maxpool2();
   test_dense();
   test_threads();
   return check_done("layers_ref");

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "isa.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -95,13 +96,13 @@ int cmd_bench(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     if (json)
       printf("{\"images_per_s\": %.2f, \"step_ms\": %.3f, \"gflops\": %.3f, \"threads\": %d, \"batch\": %lld, "
-             "\"size\": %lld, \"model\": \"%s\", \"steps\": %lld, \"peak_rss_mb\": %.1f}\n",
+             "\"size\": %lld, \"model\": \"%s\", \"steps\": %lld, \"peak_rss_mb\": %.1f, \"isa\": \"%s\"}\n",
              ips, med * 1e3, ips * flops / 1e9, omp_get_max_threads(), (long long)batch, (long long)size, model,
-             (long long)steps, ru.ru_maxrss / 1024.0);
+             (long long)steps, ru.ru_maxrss / 1024.0, xd_isa_name(xd_kernels_active()->isa));
     else
-      printf("images_per_s=%.1f step_ms=%.2f gflops=%.2f threads=%d batch=%lld size=%lld model=%s peak_rss_mb=%.1f\n",
-             ips, med * 1e3, ips * flops / 1e9, omp_get_max_threads(), (long long)batch, (long long)size, model,
-             ru.ru_maxrss / 1024.0);
+      printf("images_per_s=%.1f step_ms=%.2f gflops=%.2f threads=%d batch=%lld size=%lld model=%s peak_rss_mb=%.1f "
+             "isa=%s\n", ips, med * 1e3, ips * flops / 1e9, omp_get_max_threads(), (long long)batch, (long long)size,
+             model, ru.ru_maxrss / 1024.0, xd_isa_name(xd_kernels_active()->isa));
     fflush(stdout);
   }
   free(t);

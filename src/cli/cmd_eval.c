@@ -96,9 +96,12 @@ int cmd_eval(int argc, char **argv) {
   if (rc == 0 && b > a) rc = xd_dataset_read_u8(ds, a, b, img, lab, &e);
   if (rc == 0) rc = xd_workspace_alloc(&ws, &m, (int)batch, &e);
   have_ws = rc == 0;
-  if (rc) {
-    fprintf(stderr, "xray-dp eval: %s\n", e.msg);
-    if (d.size > 1) xd_dist_abort(&d, 1);
+  /* Every rank opens the same files, so an error is usually everyone's: agree on it (no MPI_Abort
+   * banner), let rank 0 say it once, and a rank speak only when rank 0 itself is fine. */
+  int64_t worst = xd_dist_max_i64(&d, rc ? (d.rank == 0 ? 2 : 1) : 0);
+  if (worst) {
+    if (rc && d.rank == 0) fprintf(stderr, "xray-dp eval: %s\n", e.msg);
+    else if (rc && worst == 1) fprintf(stderr, "xray-dp eval: rank %d: %s\n", d.rank, e.msg);
     status = 1;
     goto cleanup;
   }
@@ -148,7 +151,9 @@ int cmd_eval(int argc, char **argv) {
         status = 1;
       }
     }
-    if (json) {
+    if (status) {
+      /* an output file failed: no results on stdout, so a script never reads a half-done run */
+    } else if (json) {
       xd_metrics_json(stdout, &mt);
     } else {
       const char *names[2] = {info->class_names[0], info->class_names[1]};

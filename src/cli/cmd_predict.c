@@ -22,8 +22,9 @@ static const char *HELP =
     "is class 1 when probability >= threshold (default 0.5; auto = the checkpoint's, chosen on validation\n"
     "for >= 95% sensitivity). Unreadable images are reported on stderr and skipped; the exit status is 1\n"
     "if any image failed.\n"
-    "  --gradcam DIR   also write DIR/<image name>_p<probability>.png: the Grad-CAM heat map of the last\n"
-    "                  conv layer for the class-1 score, blended over the X-ray (red = most evidence)\n"
+    "  --gradcam DIR   also write DIR/<image name>_p<probability>.png (at least 384x384): the Grad-CAM\n"
+    "                  heat map of the last conv layer for the class-1 score over the X-ray, normalised\n"
+    "                  per image (dark blue to red = weak to strongest evidence; uncoloured = none)\n"
     "  --json          one JSON object: {\"threshold\": T, \"predictions\": [{\"path\", \"probability\",\n"
     "                  \"label\"} or {\"path\", \"error\"}, ...]}\n";
 
@@ -38,21 +39,35 @@ static void colormap(float v, float rgb[3]) {
   for (int k = 0; k < 3; k++) rgb[k] = stops[i][k] * (1 - f) + stops[i + 1][k] * f;
 }
 
-static int write_gradcam(const char *dir, const char *path, float prob, const uint8_t *img, const float *cam, int H,
-                         int W, xd_err *e) {
-  char *dup = xd_strdup(path), out[4096];
-  if (!dup) return xd_fail(e, "out of memory");
-  char *base = basename(dup), *dot = strrchr(base, '.');
-  if (dot) *dot = 0;
-  snprintf(out, sizeof out, "%s/%s_p%.3f.png", dir, base, prob);
+/* Display size of the overlays: model inputs are small (128), and a heat map over a 128-pixel X-ray is
+ * hard to read, so the X-ray is decoded again at >= 384 pixels and the map upsampled to it. */
+static int gradcam_size(int H) { return H >= 384 ? H : 384; }
+
+/* DIR/<image name>_p<probability>.png; a name already written by this run (same file name in two
+ * folders) gets the image's position in the argument list appended, so no overlay is overwritten. */
+static void gradcam_name(const char *dir, const char *path, float prob, int index, char **done, int ndone, char *out,
+                         size_t cap) {
+  char *dup = xd_strdup(path);
+  const char *base = dup ? basename(dup) : "image";
+  char *dot = dup ? strrchr(base, '.') : NULL;
+  if (dot && dot != base) *dot = 0;
+  snprintf(out, cap, "%s/%s_p%.3f.png", dir, base, prob);
+  for (int i = 0; i < ndone; i++)
+    if (done[i] && !strcmp(done[i], out)) {
+      snprintf(out, cap, "%s/%s_%d_p%.3f.png", dir, base, index + 1, prob);
+      break;
+    }
   free(dup);
+}
+
+static int write_gradcam(const char *out, const uint8_t *img, const float *cam, int H, int W, xd_err *e) {
   uint8_t *rgb = malloc((size_t)H * W * 3);
-  if (!rgb) return xd_fail(e, "out of memory");
+  if (!rgb) return xd_fail(e, "%s: out of memory", out);
   for (int i = 0; i < H * W; i++) {
     float c[3], g = img[i] / 255.0f;
     colormap(cam[i], c);
-    /* weak evidence stays mostly X-ray, strong evidence mostly colour */
-    float a = 0.25f + 0.45f * cam[i];
+    /* no evidence: the plain X-ray; strong evidence: mostly colour, the anatomy still visible */
+    float t = (cam[i] - 0.15f) / 0.85f, a = t <= 0 ? 0 : 0.7f * sqrtf(t);
     for (int k = 0; k < 3; k++) {
       float v = (1 - a) * g + a * c[k];
       rgb[3 * i + k] = (uint8_t)lrintf(255.0f * (v < 0 ? 0 : v > 1 ? 1 : v));
@@ -131,13 +146,16 @@ int cmd_predict(int argc, char **argv) {
     return 1;
   }
   xd_workspace ws;
-  const int H = m.in_h, W = m.in_w;
-  uint8_t *px = malloc((size_t)H * W);
-  float *cam = malloc((size_t)H * W * sizeof(float));
-  if (!px || !cam || xd_workspace_alloc(&ws, &m, 1, &e)) {
-    fprintf(stderr, "xray-dp predict: %s\n", px && cam ? e.msg : "out of memory");
+  const int H = m.in_h, W = m.in_w, D = gradcam_size(H);
+  uint8_t *px = malloc((size_t)H * W), *big = malloc((size_t)D * D);
+  float *cam = malloc((size_t)D * D * sizeof(float));
+  char **done = calloc((size_t)nimg, sizeof *done);
+  if (!px || !big || !cam || !done || xd_workspace_alloc(&ws, &m, 1, &e)) {
+    fprintf(stderr, "xray-dp predict: %s\n", px && big && cam && done ? e.msg : "out of memory");
     free(px);
+    free(big);
     free(cam);
+    free(done);
     xd_model_free(&m);
     free(imgs);
     return 1;
@@ -152,8 +170,15 @@ int cmd_predict(int argc, char **argv) {
     if (rc == 0) xd_infer(&m, &ws, 1, px, NULL, &p, NULL);
     if (rc == 0 && gradcam) {
       float p2;
-      if (xd_gradcam(&m, &ws, px, cam, &p2) != 0) rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
-      else rc = write_gradcam(gradcam, imgs[i], p, px, cam, H, W, &e);
+      char out[4096];
+      if (xd_gradcam(&m, &ws, px, D, D, cam, &p2) != 0)
+        rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
+      if (rc == 0) rc = xd_image_load_gray(imgs[i], D, big, &e);
+      if (rc == 0) {
+        gradcam_name(gradcam, imgs[i], p, i, done, i, out, sizeof out);
+        rc = write_gradcam(out, big, cam, D, D, &e);
+      }
+      if (rc == 0) done[i] = xd_strdup(out);
     }
     if (json) {
       printf("%s{\"path\": ", i ? ", " : "");
@@ -177,7 +202,10 @@ int cmd_predict(int argc, char **argv) {
   if (json) printf("]}\n");
   xd_workspace_free(&ws, &m);
   xd_model_free(&m);
+  for (int i = 0; i < nimg; i++) free(done[i]);
+  free(done);
   free(px);
+  free(big);
   free(cam);
   free(imgs);
   return failed ? 1 : 0;

@@ -1,9 +1,11 @@
 /* conv2d: im2col + SGEMM per sample, samples spread over threads.
  *
- * Scratch layout: [B][F * C*KH*KW] per-sample weight gradients (summed over samples in a fixed order, so
- * dw never depends on the thread count), then [nthreads][C*KH*KW * OH*OW] column buffers. The caller
+ * Scratch layout: [B][F * C*KH*KW] per-sample weight gradients and [B][F] per-sample bias gradients
+ * (summed over samples in a fixed order, so dw and db never depend on the thread count), then
+ * [nthreads][C*KH*KW * OH*OW] column buffers. The caller
  * sizes it with conv2d_scratch_floats(d, omp_get_max_threads()).
  * The backward pass rebuilds the columns instead of keeping them from the forward pass. */
+#include "isa.h"
 #include "layers.h"
 
 #include <omp.h>
@@ -15,12 +17,32 @@ static size_t col_floats(const xd_conv_dims *d) {
 
 /* 1x1, stride 1, no padding: the input plane already is the column matrix. */
 static size_t dwpart_floats(const xd_conv_dims *d) {
-  return (size_t)d->B * d->F * d->C * d->KH * d->KW;
+  return (size_t)d->B * d->F * (d->C * d->KH * d->KW + 1); /* + the per-sample bias gradients */
+}
+
+/* Sum of one gradient plane in SUM_LANES interleaved partial sums (so it vectorises at any width with the
+ * same result), combined in a fixed order, then the tail. */
+#define SUM_LANES 16
+static float plane_sum(const float *restrict g, int n) {
+  float acc[SUM_LANES] = {0};
+  int nv = n - n % SUM_LANES;
+  for (int p = 0; p < nv; p += SUM_LANES)
+    for (int j = 0; j < SUM_LANES; j++) acc[j] += g[p + j];
+  float s = 0.0f;
+  for (int j = 0; j < SUM_LANES; j++) s += acc[j];
+  for (int p = nv; p < n; p++) s += g[p];
+  return s;
 }
 
 static int is_pointwise(const xd_conv_dims *d) {
   return d->KH == 1 && d->KW == 1 && d->stride == 1 && d->pad_top == 0 && d->pad_left == 0 && d->OH == d->H &&
          d->OW == d->W;
+}
+
+/* One input channel, stride 1, no padding: the direct kernels of the ISA table replace im2col + GEMM. */
+static int is_direct_c1(const xd_conv_dims *d) {
+  return d->C == 1 && d->stride == 1 && d->pad_top == 0 && d->pad_left == 0 && d->KH * d->KW <= 49 &&
+         d->OH == d->H - d->KH + 1 && d->OW == d->W - d->KW + 1;
 }
 
 size_t conv2d_scratch_floats(const xd_conv_dims *d, int nthreads) {
@@ -93,11 +115,16 @@ static void col2im(const xd_conv_dims *d, const float *restrict col, float *rest
 void conv2d_forward(const xd_conv_dims *d, const float *x, const float *w, const float *b, float *y, float *scratch) {
   const int K = d->C * d->KH * d->KW, P = d->OH * d->OW;
   const size_t ncol = col_floats(d);
-  const int pw = is_pointwise(d);
+  const int pw = is_pointwise(d), c1 = is_direct_c1(d);
+  const xd_kernels *kt = xd_kernels_active();
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < d->B; n++) {
     const float *xn = x + (size_t)n * d->C * d->H * d->W;
     float *yn = y + (size_t)n * d->F * P;
+    if (c1) {
+      kt->conv_c1_forward(d->H, d->W, d->F, d->KH, d->KW, d->OH, d->OW, xn, w, b, yn);
+      continue;
+    }
     const float *col = xn;
     if (!pw) {
       float *buf = scratch + dwpart_floats(d) + (size_t)omp_get_thread_num() * ncol;
@@ -109,7 +136,7 @@ void conv2d_forward(const xd_conv_dims *d, const float *x, const float *w, const
       float *yf = yn + (size_t)f * P;
       for (int p = 0; p < P; p++) yf[p] = bf;
     }
-    xd_sgemm(0, 0, d->F, P, K, w, K, col, P, 1.0f, yn, P);
+    kt->sgemm(0, 0, d->F, P, K, w, K, col, P, 1.0f, yn, P);
   }
 }
 
@@ -117,8 +144,9 @@ void conv2d_backward(const xd_conv_dims *d, const float *x, const float *w, cons
                      float *db, float *scratch) {
   const int K = d->C * d->KH * d->KW, P = d->OH * d->OW, F = d->F;
   const size_t ncol = col_floats(d);
-  const int pw = is_pointwise(d);
-  float *dwpart = scratch;
+  const int pw = is_pointwise(d), c1 = is_direct_c1(d);
+  const xd_kernels *kt = xd_kernels_active();
+  float *dwpart = scratch, *dbpart = scratch + (size_t)d->B * F * K;
 #pragma omp parallel
   {
     float *buf = scratch + dwpart_floats(d) + (size_t)omp_get_thread_num() * ncol;
@@ -126,18 +154,24 @@ void conv2d_backward(const xd_conv_dims *d, const float *x, const float *w, cons
     for (int n = 0; n < d->B; n++) {
       const float *xn = x + (size_t)n * d->C * d->H * d->W;
       const float *dyn = dy + (size_t)n * F * P;
-      const float *col = xn;
-      if (!pw) {
-        im2col(d, xn, buf);
-        col = buf;
+      if (c1) {
+        kt->conv_c1_wgrad(d->H, d->W, F, d->KH, d->KW, d->OH, d->OW, xn, dyn, dwpart + (size_t)n * F * K);
+      } else {
+        const float *col = xn;
+        if (!pw) {
+          im2col(d, xn, buf);
+          col = buf;
+        }
+        kt->sgemm(0, 1, F, K, P, dyn, P, col, P, 0.0f, dwpart + (size_t)n * F * K, K);
       }
-      xd_sgemm(0, 1, F, K, P, dyn, P, col, P, 0.0f, dwpart + (size_t)n * F * K, K);
+      if (db)
+        for (int f = 0; f < F; f++) dbpart[(size_t)n * F + f] = plane_sum(dyn + (size_t)f * P, P);
       if (dx) {
         float *dxn = dx + (size_t)n * d->C * d->H * d->W;
         if (pw) {
-          xd_sgemm(1, 0, K, P, F, w, K, dyn, P, 0.0f, dxn, P);
+          kt->sgemm(1, 0, K, P, F, w, K, dyn, P, 0.0f, dxn, P);
         } else {
-          xd_sgemm(1, 0, K, P, F, w, K, dyn, P, 0.0f, buf, P);
+          kt->sgemm(1, 0, K, P, F, w, K, dyn, P, 0.0f, buf, P);
           col2im(d, buf, dxn);
         }
       }
@@ -154,12 +188,7 @@ void conv2d_backward(const xd_conv_dims *d, const float *x, const float *w, cons
 #pragma omp for schedule(static)
       for (int f = 0; f < F; f++) {
         double s = 0.0;
-        for (int n = 0; n < d->B; n++) {
-          const float *g = dy + ((size_t)n * F + f) * P;
-          float t = 0.0f;
-          for (int p = 0; p < P; p++) t += g[p];
-          s += t;
-        }
+        for (int n = 0; n < d->B; n++) s += dbpart[(size_t)n * F + f];
         db[f] = (float)s;
       }
     }

@@ -6,15 +6,19 @@
 
 #define DENSE_BLOCK 96 /* a multiple of every micro-kernel width (12, 24, 48) */
 
+#define DENSE_ROWS 16 /* batch rows per job (a multiple of every micro-kernel height): a small OUT still
+                         * gives every thread work; the split is fixed, so results do not depend on it */
+
 void dense_forward(int B, int IN, int OUT, const float *x, const float *w, const float *b, float *y) {
-  const int nblk = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK;
+  const int nblk = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK, nrow = (B + DENSE_ROWS - 1) / DENSE_ROWS;
 #pragma omp parallel for schedule(static)
-  for (int jb = 0; jb < nblk; jb++) {
+  for (int job = 0; job < nblk * nrow; job++) {
+    int jb = job % nblk, n0 = job / nblk * DENSE_ROWS, nn = B - n0 < DENSE_ROWS ? B - n0 : DENSE_ROWS;
     int j0 = jb * DENSE_BLOCK, nj = OUT - j0 < DENSE_BLOCK ? OUT - j0 : DENSE_BLOCK;
-    for (int n = 0; n < B; n++)
+    for (int n = n0; n < n0 + nn; n++)
       for (int j = 0; j < nj; j++) y[(size_t)n * OUT + j0 + j] = b ? b[j0 + j] : 0.0f;
-    /* y[:, j0:j0+nj] += x [B,IN] * w[j0:j0+nj, :]^T */
-    xd_sgemm(0, 1, B, nj, IN, x, IN, w + (size_t)j0 * IN, IN, 1.0f, y + j0, OUT);
+    /* y[n0:, j0:j0+nj] += x[n0:, :] * w[j0:j0+nj, :]^T */
+    xd_sgemm(0, 1, nn, nj, IN, x + (size_t)n0 * IN, IN, w + (size_t)j0 * IN, IN, 1.0f, y + (size_t)n0 * OUT + j0, OUT);
   }
 }
 

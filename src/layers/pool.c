@@ -4,30 +4,61 @@
 
 #include <string.h>
 
+/* Candidate v replaces the running maximum m: larger, or the first NaN (PyTorch propagates NaN). */
+static inline int takes_over(float v, float m) { return v > m || (v != v && m == m); }
+
+/* The common 2x2 / stride 2 window, written branch-free so that it vectorises. */
+static void maxpool2x2_plane(int W, int OH, int OW, const float *restrict xp, float *restrict yp,
+                             int32_t *restrict ap) {
+  for (int oy = 0; oy < OH; oy++) {
+    const float *r0 = xp + (size_t)2 * oy * W, *r1 = r0 + W;
+    const int32_t base = 2 * oy * W;
+    for (int ox = 0; ox < OW; ox++) {
+      float m = r0[2 * ox], v;
+      int32_t best = base + 2 * ox, c;
+      v = r0[2 * ox + 1], c = takes_over(v, m), m = c ? v : m, best = c ? base + 2 * ox + 1 : best;
+      v = r1[2 * ox], c = takes_over(v, m), m = c ? v : m, best = c ? base + W + 2 * ox : best;
+      v = r1[2 * ox + 1], c = takes_over(v, m), m = c ? v : m, best = c ? base + W + 2 * ox + 1 : best;
+      yp[oy * OW + ox] = m;
+      ap[oy * OW + ox] = best;
+    }
+  }
+}
+
+static void maxpool_plane(const xd_pool_dims *d, const float *restrict xp, float *restrict yp,
+                          int32_t *restrict ap) {
+  const int W = d->W, KH = d->KH, KW = d->KW, SH = d->SH, SW = d->SW, OH = d->OH, OW = d->OW;
+  for (int oy = 0; oy < OH; oy++)
+    for (int ox = 0; ox < OW; ox++) {
+      int y0 = oy * SH, x0 = ox * SW;
+      int best = y0 * W + x0;
+      float m = xp[best];
+      for (int ky = 0; ky < KH; ky++)
+        for (int kx = 0; kx < KW; kx++) {
+          int idx = (y0 + ky) * W + x0 + kx;
+          float v = xp[idx];
+          if (takes_over(v, m)) {
+            m = v;
+            best = idx;
+          }
+        }
+      yp[oy * OW + ox] = m;
+      ap[oy * OW + ox] = best;
+    }
+}
+
 void maxpool_forward(const xd_pool_dims *d, const float *x, float *y, int32_t *argmax) {
   const int64_t planes = (int64_t)d->B * d->C;
+  const int k2 = d->KH == 2 && d->KW == 2 && d->SH == 2 && d->SW == 2;
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < planes; pl++) {
     const float *xp = x + pl * d->H * d->W;
     float *yp = y + pl * d->OH * d->OW;
     int32_t *ap = argmax + pl * d->OH * d->OW;
-    for (int oy = 0; oy < d->OH; oy++)
-      for (int ox = 0; ox < d->OW; ox++) {
-        int y0 = oy * d->SH, x0 = ox * d->SW;
-        int best = y0 * d->W + x0;
-        float m = xp[best];
-        for (int ky = 0; ky < d->KH; ky++)
-          for (int kx = 0; kx < d->KW; kx++) {
-            int idx = (y0 + ky) * d->W + x0 + kx;
-            float v = xp[idx];
-            if (v > m || (v != v && m == m)) {
-              m = v;
-              best = idx;
-            }
-          }
-        yp[oy * d->OW + ox] = m;
-        ap[oy * d->OW + ox] = best;
-      }
+    if (k2)
+      maxpool2x2_plane(d->W, d->OH, d->OW, xp, yp, ap);
+    else
+      maxpool_plane(d, xp, yp, ap);
   }
 }
 
