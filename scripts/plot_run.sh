@@ -113,6 +113,7 @@ plot $(join_plots "${acc[@]}")
 
 set title 'Validation ROC-AUC'
 set ylabel 'ROC-AUC'
+set key below horizontal noopaque nobox # points can sit anywhere in this panel: keep the key off them
 set yrange ${auc_yr:-[*:1]}
 ${auc_label:-}
 plot $auc_plot

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# eval and predict end to end on a crafted dataset: predict's probabilities are bitwise eval's (batch 64
+# vs 1, another eval batch, 2 MPI ranks), eval --json has exactly the SPEC keys, --threshold auto is the
+# checkpoint's stored threshold, Grad-CAM PNGs are written, and bad inputs fail cleanly (exit 1, one
+# line naming the file; bad usage exit 2; predict keeps going past bad files).
+# Usage: bash tests/test_eval.sh XRAYDP_BINARY SOURCE_DIR WORK_DIR   (needs jq: scripts/deps.sh --test)
+set -u
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # predict runs from inside the image tree
+SRC=$2
+W=$3
+rm -rf "$W" && mkdir -p "$W" || exit 1
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+command -v jq > /dev/null || { echo "FAIL: jq is needed (scripts/deps.sh --test installs it)" >&2; exit 1; }
+run() { "$@" > "$W/out.txt" 2> "$W/err.txt"; echo $? > "$W/rc.txt"; }
+rc() { cat "$W/rc.txt"; }
+fails_with() { # fails_with CODE NAME_IN_MESSAGE DESCRIPTION -- command...: exit CODE, one line naming NAME
+  local want=$1 name=$2 what=$3; shift 4
+  run "$@"
+  [ "$(rc)" -eq "$want" ] && ok || bad "$what: exit $(rc), expected $want"
+  [ "$(wc -l < "$W/err.txt")" -eq 1 ] && ok || bad "$what: expected one stderr line, got: $(cat "$W/err.txt")"
+  grep -qF -- "$name" "$W/err.txt" && ok || bad "$what: message does not name '$name': $(cat "$W/err.txt")"
+  [ ! -s "$W/out.txt" ] && ok || bad "$what: wrote to stdout on failure: $(head -c 300 "$W/out.txt")"
+}
+
+# Binary PGMs of odd sizes (so the area-average resize runs) with deterministic texture; PNEUMONIA ones
+# get a bright blob, so a few training steps spread the scores.
+pgm() { # pgm FILE W H SEED BLOB
+  local esc
+  esc=$(awk -v w="$2" -v h="$3" -v s="$4" -v b="$5" 'BEGIN {
+    for (y = 0; y < h; y++) for (x = 0; x < w; x++) {
+      s = (s * 69069 + 12345) % 4294967296
+      v = int(40 + 100 * x / w + (s % 60) + b * exp(-((x - w / 2) ^ 2 + (y - h / 3) ^ 2) / (w * h / 10)))
+      printf "\\%03o", (v > 255 ? 255 : v)
+    } }')
+  { printf 'P5\n%d %d\n255\n' "$2" "$3"; printf "$esc"; } > "$1"
+}
+S=$W/src
+mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
+for i in $(seq 1 14); do
+  pgm "$S/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
+  pgm "$S/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
+done
+cat > "$W/tiny.txt" << 'EOF'
+input 1x16x16
+conv 4 3x3 relu pad=same
+batchnorm
+maxpool 2x2
+conv 6 3x3 relu
+flatten
+dense 8 relu
+dropout 0.2
+dense 1 sigmoid
+EOF
+"$BIN" pack "$S" "$W/d16.h5" --size 16 --val-fraction 0.3 --seed 2 > /dev/null 2>&1 || bad "pack at 16"
+"$BIN" pack "$S" "$W/d20.h5" --size 20 > /dev/null 2>&1 || bad "pack at 20"
+"$BIN" train --data "$W/d16.h5" --model "$W/tiny.txt" --epochs 3 --batch 4 --out "$W/run" --quiet --threads 1 \
+  > /dev/null 2>&1 || bad "train"
+C=$W/run/best.h5
+[ -f "$C" ] || { echo "FAIL: no checkpoint; cannot go on" >&2; exit 1; }
+
+# ---- --json: exactly the SPEC keys, consistent numbers ----
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --json --scores "$W/s64.tsv" --roc "$W/roc.tsv"
+[ "$(rc)" -eq 0 ] && ok || bad "eval --json: exit $(rc): $(cat "$W/err.txt")"
+cp "$W/out.txt" "$W/e.json"
+jq -e . "$W/e.json" > /dev/null && ok || bad "eval --json is not JSON: $(cat "$W/e.json")"
+[ "$(jq -s length "$W/e.json")" = 1 ] && ok || bad "eval --json printed more than one value"
+keys=$(jq -c 'keys_unsorted' "$W/e.json")
+[ "$keys" = '["n","loss","accuracy","precision","recall","specificity","f1","roc_auc","pr_auc","threshold","confusion"]' ] \
+  && ok || bad "eval --json keys: $keys"
+n_train=$(wc -l < "$W/s64.tsv")
+[ "$(jq .n "$W/e.json")" = "$n_train" ] && [ "$n_train" -ge 15 ] && ok || bad "n $(jq .n "$W/e.json") vs $n_train scores"
+[ "$(jq '.confusion | flatten | add' "$W/e.json")" = "$n_train" ] && ok || bad "confusion does not sum to n"
+[ "$(jq '.threshold' "$W/e.json")" = 0.5 ] && ok || bad "default threshold is not 0.5"
+[ "$(jq '[.loss, .accuracy, .roc_auc, .pr_auc] | all(. >= 0 and . <= 10)' "$W/e.json")" = true ] && ok \
+  || bad "metrics out of range: $(cat "$W/e.json")"
+[ "$(head -1 "$W/roc.tsv")" = "$(printf 'threshold\tfpr\ttpr')" ] && ok || bad "roc header"
+# the confusion matrix counts the labels eval --scores writes (both from the same probabilities)
+cm_from_scores() { awk -F'\t' '{ a = $1 ~ /^PNEUMONIA\// ; p = $3 == "PNEUMONIA"; c[a, p]++ }
+  END { printf "[[%d,%d],[%d,%d]]\n", c[0, 0], c[0, 1], c[1, 0], c[1, 1] }' "$1"; }
+[ "$(jq -c .confusion "$W/e.json")" = "$(cm_from_scores "$W/s64.tsv")" ] && ok \
+  || bad "confusion $(jq -c .confusion "$W/e.json") vs scores $(cm_from_scores "$W/s64.tsv")"
+
+# ---- --threshold auto: the root attribute `threshold` of the checkpoint ----
+stored=$(h5dump -m %.17g -a /threshold "$C" | sed -n 's/^ *(0): *//p')
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --json --threshold auto --scores "$W/sauto.tsv"
+cp "$W/out.txt" "$W/eauto.json"
+got=$(jq .threshold "$W/eauto.json")
+[ -n "$stored" ] && awk -v a="$stored" -v b="$got" 'BEGIN { exit !(a == b && a != 0.5) }' && ok \
+  || bad "auto threshold $got, checkpoint holds '$stored' (must differ from 0.5 for this test to mean anything)"
+[ "$(jq -c .confusion "$W/eauto.json")" = "$(cm_from_scores "$W/sauto.tsv")" ] && ok || bad "auto confusion vs labels"
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --threshold 0.25 --json
+[ "$(jq .threshold "$W/out.txt")" = 0.25 ] && ok || bad "--threshold 0.25 not reported"
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train
+grep -q "ROC-AUC" "$W/out.txt" && grep -q "actual PNEUMONIA" "$W/out.txt" && ok || bad "eval table: $(cat "$W/out.txt")"
+
+# ---- predict == eval, bitwise (eval batch 64 and 3, predict batch 1, 2 ranks) ----
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --batch 3 --scores "$W/s3.tsv"
+cmp -s "$W/s64.tsv" "$W/s3.tsv" && ok || bad "eval --batch 3 and 64 give different probabilities"
+mapfile -t paths < <(cut -f1 "$W/s64.tsv")
+(cd "$S" && "$BIN" predict --ckpt "$C" "${paths[@]}") > "$W/pred.tsv" 2> "$W/err.txt" || bad "predict: $(cat "$W/err.txt")"
+cmp -s "$W/s64.tsv" "$W/pred.tsv" && ok || bad "predict differs from eval --scores: $(diff "$W/s64.tsv" "$W/pred.tsv" | head -4)"
+[ "$(cut -f2 "$W/pred.tsv" | sort -u | wc -l)" -ge 5 ] && ok || bad "scores barely differ: weak test"
+(cd "$S" && "$BIN" predict --ckpt "$C" --threshold auto "${paths[@]}") > "$W/pred_auto.tsv" 2> /dev/null
+cmp -s "$W/sauto.tsv" "$W/pred_auto.tsv" && ok || bad "predict --threshold auto labels differ from eval's"
+MPIRUN=$SRC/scripts/mpirun.sh
+if command -v mpirun > /dev/null; then
+  run bash "$MPIRUN" -np 2 "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --json --scores "$W/smpi.tsv"
+  [ "$(rc)" -eq 0 ] && ok || bad "eval on 2 ranks: exit $(rc): $(tail -3 "$W/err.txt")"
+  cmp -s "$W/s64.tsv" "$W/smpi.tsv" && ok || bad "eval on 2 ranks gives other probabilities"
+  [ "$(jq -c 'del(.loss)' "$W/out.txt")" = "$(jq -c 'del(.loss)' "$W/e.json")" ] && ok || bad "2-rank JSON differs"
+  run bash "$MPIRUN" -np 2 "$BIN" eval --ckpt "$C" --data "$W/d20.h5" --split train
+  [ "$(rc)" -ne 0 ] && [ ! -s "$W/out.txt" ] && ok || bad "2 ranks, wrong image size: exit $(rc)"
+  # mpirun adds its own banner; the program's line, naming the file, must be there exactly once
+  [ "$(grep -c '^xray-dp eval: .*d20.h5' "$W/err.txt")" -eq 1 ] && [ "$(grep -c '^xray-dp' "$W/err.txt")" -eq 1 ] && ok \
+    || bad "2 ranks: not one error line: $(cat "$W/err.txt")"
+else
+  bad "mpirun not found (openmpi-bin)"
+fi
+
+# ---- eval errors: exit 1 naming the file; usage: exit 2 ----
+fails_with 1 nope.h5 "missing checkpoint" -- "$BIN" eval --ckpt "$W/nope.h5" --data "$W/d16.h5" --split train
+fails_with 1 nodata.h5 "missing dataset" -- "$BIN" eval --ckpt "$C" --data "$W/nodata.h5" --split train
+fails_with 1 d20.h5 "wrong image size" -- "$BIN" eval --ckpt "$C" --data "$W/d20.h5" --split train
+fails_with 1 "'test'" "missing split" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5"
+fails_with 1 d16.h5 "dataset as checkpoint" -- "$BIN" eval --ckpt "$W/d16.h5" --data "$W/d16.h5" --split train
+echo "not hdf5" > "$W/garbage.h5"
+fails_with 1 garbage.h5 "garbage checkpoint" -- "$BIN" eval --ckpt "$W/garbage.h5" --data "$W/d16.h5" --split train
+fails_with 1 /nonexistent/roc.tsv "unwritable --roc" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train \
+  --roc /nonexistent/roc.tsv --json
+for args in "" "--ckpt $C" "--ckpt $C --data $W/d16.h5 --bogus" "--ckpt $C --data $W/d16.h5 --threshold 2" \
+  "--ckpt $C --data $W/d16.h5 --threshold x" "--ckpt $C --data $W/d16.h5 --batch 0" "--ckpt $C --data $W/d16.h5 --split"; do
+  # shellcheck disable=SC2086
+  fails_with 2 "xray-dp eval" "eval $args" -- "$BIN" eval $args
+done
+run "$BIN" eval --help
+[ "$(rc)" -eq 0 ] && grep -q "usage: xray-dp eval" "$W/out.txt" && ok || bad "eval --help"
+
+# ---- predict: bad files reported per file, the rest still predicted ----
+echo "junk" > "$W/junk.png"
+: > "$W/empty.jpg"
+good1=$S/NORMAL/n3.pgm
+good2=$S/PNEUMONIA/p5.pgm
+run "$BIN" predict --ckpt "$C" "$good1" "$W/missing.png" "$W/junk.png" "$good2" "$W/empty.jpg"
+[ "$(rc)" -eq 1 ] && ok || bad "predict with bad files: exit $(rc), expected 1"
+[ "$(wc -l < "$W/out.txt")" -eq 2 ] && grep -qF "$good1" "$W/out.txt" && grep -qF "$good2" "$W/out.txt" && ok \
+  || bad "good files not all predicted: $(cat "$W/out.txt")"
+[ "$(wc -l < "$W/err.txt")" -eq 3 ] && ok || bad "expected 3 error lines: $(cat "$W/err.txt")"
+for f in missing.png junk.png empty.jpg; do grep -qF "$W/$f" "$W/err.txt" && ok || bad "no error line names $f"; done
+awk -F'\t' 'NF != 3 || $2 !~ /^[0-9.e-]+$/ || $2 < 0 || $2 > 1 || ($3 != "NORMAL" && $3 != "PNEUMONIA") { exit 1 }' \
+  "$W/out.txt" && ok || bad "predict line format: $(cat "$W/out.txt")"
+run "$BIN" predict --ckpt "$C" --json "$good1" "$W/junk.png" "$good2"
+[ "$(rc)" -eq 1 ] && ok || bad "predict --json with a bad file: exit $(rc)"
+jq -e . "$W/out.txt" > /dev/null && ok || bad "predict --json is not JSON: $(cat "$W/out.txt")"
+[ "$(jq -c '[.threshold, (.predictions | length), (.predictions[1] | keys), (.predictions[0] | keys)]' "$W/out.txt")" \
+  = '[0.5,3,["error","path"],["label","path","probability"]]' ] && ok || bad "predict --json shape: $(cat "$W/out.txt")"
+p_json=$(jq -r '.predictions[2].probability' "$W/out.txt")
+p_text=$("$BIN" predict --ckpt "$C" "$good2" | cut -f2)
+awk -v a="$p_json" -v b="$p_text" 'BEGIN { exit !(a == b) }' && ok || bad "--json probability $p_json vs $p_text"
+fails_with 1 nope.h5 "predict, missing checkpoint" -- "$BIN" predict --ckpt "$W/nope.h5" "$good1"
+fails_with 2 "xray-dp predict" "predict without --ckpt" -- "$BIN" predict "$good1"
+fails_with 2 "xray-dp predict" "predict without images" -- "$BIN" predict --ckpt "$C"
+fails_with 2 "xray-dp predict" "predict unknown option" -- "$BIN" predict --ckpt "$C" --bogus "$good1"
+
+# ---- Grad-CAM: one PNG per image, probability in the name, same-name images not overwritten ----
+mkdir -p "$W/dup/a" "$W/dup/b"
+cp "$good1" "$W/dup/a/x.pgm"
+cp "$good2" "$W/dup/b/x.pgm"
+run "$BIN" predict --ckpt "$C" --gradcam "$W/cam" "$good1" "$W/dup/a/x.pgm" "$W/dup/b/x.pgm"
+[ "$(rc)" -eq 0 ] && ok || bad "predict --gradcam: exit $(rc): $(cat "$W/err.txt")"
+[ "$(find "$W/cam" -name '*.png' | wc -l)" -eq 3 ] && ok || bad "expected 3 overlays: $(ls "$W/cam")"
+p1=$(grep -F "$good1" "$W/out.txt" | cut -f2)
+f1="$W/cam/n3_p$(printf '%.3f' "$p1").png"
+if [ -f "$f1" ]; then
+  ok
+  [ "$(head -c 8 "$f1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok || bad "$f1: not a PNG"
+  wh=$(od -An -tu1 -j16 -N8 "$f1" | awk '{ print ($3 * 256 + $4) "x" ($7 * 256 + $8) }')
+  [ "$wh" = 384x384 ] && ok || bad "$f1: ${wh}, expected 384x384"
+else
+  bad "no overlay named $f1: $(ls "$W/cam")"
+fi
+cmp -s "$W/out.txt" <("$BIN" predict --ckpt "$C" "$good1" "$W/dup/a/x.pgm" "$W/dup/b/x.pgm") && ok \
+  || bad "--gradcam changes the printed probabilities"
+
+echo "test_eval: $checks checks, $fails failed"
+[ "$fails" -eq 0 ]
