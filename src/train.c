@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,53 @@ typedef struct split_data {
   uint8_t *images, *labels;
 } split_data;
 
+/* Streaming: when a rank's shard does not fit under --mem-cap, a thread reads the next step's images
+ * (one chunk each) while the current step computes. HDF5 is not thread-safe here, so the thread exists
+ * only inside an epoch's step loop, where no other HDF5 call happens on this rank. */
+typedef struct prefetch {
+  xd_dataset *ds;
+  int64_t shard_a;        /* first image of the shard in the split */
+  const int64_t *perm;    /* this epoch's order, shard-relative */
+  int64_t step;           /* which step's batch to load */
+  int lb;
+  size_t px;
+  uint8_t *buf[2];        /* double buffer, lb images each */
+  int rc;
+  xd_err err;
+  pthread_t th;
+  int running;
+} prefetch;
+
+static void *prefetch_main(void *arg) {
+  prefetch *p = arg;
+  uint8_t *dst = p->buf[p->step & 1];
+  p->rc = 0;
+  for (int j = 0; j < p->lb && p->rc == 0; j++) {
+    int64_t i = p->shard_a + p->perm[p->step * p->lb + j];
+    p->rc = xd_dataset_read_u8(p->ds, i, i + 1, dst + (size_t)j * p->px, NULL, &p->err);
+  }
+  return NULL;
+}
+
+static int prefetch_start(prefetch *p, int64_t step, xd_err *e) {
+  p->step = step;
+  if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) return xd_fail(e, "cannot start the prefetch thread");
+  p->running = 1;
+  return 0;
+}
+
+/* Waits for the load in flight; returns its buffer or NULL with e filled. */
+static const uint8_t *prefetch_wait(prefetch *p, xd_err *e) {
+  if (!p->running) return NULL;
+  pthread_join(p->th, NULL);
+  p->running = 0;
+  if (p->rc) {
+    *e = p->err;
+    return NULL;
+  }
+  return p->buf[p->step & 1];
+}
+
 typedef struct run {
   const xd_train_opts *o;
   xd_dist *d;
@@ -34,7 +82,8 @@ typedef struct run {
   xd_ckpt_meta meta;
   xd_augment aug;
   xd_dataset_info info;
-  split_data train, val; /* train: this rank's shard; val: rank 0 only */
+  split_data train, val; /* train: this rank's shard (labels only when streaming); val: rank 0 only */
+  prefetch pf;           /* streaming reader; pf.ds == NULL when the shard is in memory */
   int64_t train_total, class_count[2];
   int lb, steps_per_epoch, has_val;
   float cw[2];
@@ -217,10 +266,19 @@ static int setup(run *r, xd_err *e) {
   /* every rank runs the same number of steps: the smallest shard decides */
   r->steps_per_epoch = (int)(smallest / r->lb);
   double mb = (double)(b - a) * r->info.height * r->info.width / 1048576.0;
-  if (mb > o->mem_cap_mb)
-    return xd_fail(e, "%s: this rank's shard needs %.0f MiB, above --mem-cap %.0f MiB; use more ranks or raise the cap",
-                   o->data, mb, o->mem_cap_mb);
-  XD_TRY(read_split(o->data, "train", a, b, &r->train, NULL, NULL, e));
+  if (mb > o->mem_cap_mb) {
+    XD_TRY(xd_dataset_open(&r->pf.ds, o->data, "train", e));
+    r->pf.shard_a = a;
+    r->pf.lb = r->lb;
+    r->pf.px = (size_t)r->info.height * r->info.width;
+    r->train.n = b - a;
+    if (!(r->train.labels = xd_alloc((size_t)(b - a) + 1, "labels", e))) return -1;
+    XD_TRY(xd_dataset_read_u8(r->pf.ds, a, b, NULL, r->train.labels, e));
+    for (int k = 0; k < 2; k++)
+      if (!(r->pf.buf[k] = xd_alloc((size_t)r->lb * r->pf.px, "prefetch buffer", e))) return -1;
+  } else {
+    XD_TRY(read_split(o->data, "train", a, b, &r->train, NULL, NULL, e));
+  }
   double counts[2] = {0, 0};
   for (int64_t i = 0; i < r->train.n; i++)
     if (r->train.labels[i] < 2) counts[r->train.labels[i]] += 1;
@@ -365,16 +423,32 @@ static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
   uint8_t *y = malloc((size_t)lb);
   double t0 = xd_now() - r->st.part_seconds;
   int rc = 0;
-  for (int s = (int)r->st.step_in_epoch; s < r->steps_per_epoch; s++) {
+  prefetch *pf = r->pf.ds ? &r->pf : NULL;
+  if (pf) {
+    pf->perm = perm;
+    if (r->st.step_in_epoch < r->steps_per_epoch && prefetch_start(pf, r->st.step_in_epoch, e)) rc = -1;
+  }
+  for (int s = (int)r->st.step_in_epoch; rc == 0 && s < r->steps_per_epoch; s++) {
     if (o->max_steps >= 0 && r->st.step >= o->max_steps) {
       rc = 1;
       break;
+    }
+    const uint8_t *batch = NULL; /* streaming: this step's images in order j = 0..lb-1 */
+    if (pf) {
+      if (!(batch = prefetch_wait(pf, e))) {
+        rc = -1;
+        break;
+      }
+      if (s + 1 < r->steps_per_epoch && prefetch_start(pf, s + 1, e)) {
+        rc = -1;
+        break;
+      }
     }
     float *x = r->ws.act[0];
     uint64_t akey = xd_key(o->seed, XD_STREAM_AUGMENT, (uint64_t)r->st.step, 0);
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < lb; j++) {
-      const uint8_t *src = r->train.images + (size_t)perm[(int64_t)s * lb + j] * px;
+      const uint8_t *src = batch ? batch + (size_t)j * px : r->train.images + (size_t)perm[(int64_t)s * lb + j] * px;
       if (r->aug.on) {
         xd_augment_apply(&r->aug, akey, (uint64_t)(r->d->rank * lb + j), src, H, W, x + (size_t)j * px);
       } else {
@@ -422,9 +496,14 @@ static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
       break;
     }
   }
+  if (pf && pf->running) { /* stopped early: drain the load in flight before anything else uses HDF5 */
+    xd_err ignore;
+    prefetch_wait(pf, &ignore);
+  }
   r->st.part_seconds = xd_now() - t0;
   free(perm);
   free(y);
+  if (rc < 0) return -1;
   if (rc > 0) {
     if (leader(r) && isatty(2) && !o->quiet) fputs("\n", stderr);
     if (leader(r) && save_last(r, e)) return -1;
@@ -560,6 +639,9 @@ done:
   xd_model_free(&r->m);
   xd_free(r->train.images);
   xd_free(r->train.labels);
+  if (r->pf.ds) xd_dataset_close(r->pf.ds);
+  xd_free(r->pf.buf[0]);
+  xd_free(r->pf.buf[1]);
   xd_free(r->val.images);
   xd_free(r->val.labels);
   xd_free(r->val_probs);

@@ -42,7 +42,9 @@ T=("$X" train --data d.h5 --model keras-seed --batch 16 --epochs 3 --patience 0 
 "${MPI[@]}" -np 2 "${T[@]}" --out r1
 "${MPI[@]}" -np 2 "${T[@]}" --out r2
 "$DIFF" r1/last.h5 r2/last.h5 0 --optim >/dev/null || fail "np 2 runs with identical command lines differ"
-ok "np 2, identical command lines: bitwise identical weights and optimizer state"
+"${MPI[@]}" -np 2 "${T[@]}" --out r3 --mem-cap 0
+"$DIFF" r1/last.h5 r3/last.h5 0 --optim >/dev/null || fail "np 2 streamed shards differ from in-memory shards"
+ok "np 2, identical command lines: bitwise identical weights and optimizer state, streamed or in memory"
 
 # preemption: SIGUSR1 to mpirun (what SLURM's --signal sends) -> all ranks stop at a step boundary, exit 0
 "$X" synth big.h5 --n 600 --size 64 --seed 5 >/dev/null

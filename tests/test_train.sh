@@ -35,6 +35,13 @@ cut -d, -f1-11 a/metrics.csv > a.cols; cut -d, -f1-11 c/metrics.csv > c.cols
 cmp -s a.cols c.cols || { diff a.cols c.cols; fail "resumed metrics.csv differs"; }
 ok "--max-steps + --resume ends bitwise identical to an uninterrupted run, same metrics rows"
 
+# a shard over --mem-cap is streamed from the file with a prefetch thread: same weights, bit for bit,
+# also when stopped mid-epoch and resumed
+"${T[@]}" --out s --mem-cap 0 --max-steps 13
+"${T[@]}" --out s --mem-cap 0 --resume
+"$DIFF" a/last.h5 s/last.h5 0 --optim || fail "streamed training differs from in-memory training"
+ok "streaming (--mem-cap 0) + resume = in-memory run, bitwise"
+
 # SIGTERM: finish the step, write last.h5, exit 0; --resume continues to the same weights
 "$X" synth big.h5 --n 600 --size 64 --seed 5 >/dev/null
 S=("$X" train --data big.h5 --model keras-seed --batch 16 --epochs 12 --patience 0 --threads 1)

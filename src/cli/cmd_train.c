@@ -49,7 +49,8 @@ static const char *HELP =
     "  --max-steps N        stop after N optimizer steps in total (0: write the initial weights)\n"
     "  --no-shuffle         keep each rank's shard in file order\n"
     "  --threads T          OpenMP threads per rank (default OMP_NUM_THREADS, else the rank's cores)\n"
-    "  --mem-cap MB         largest train shard a rank holds in memory (default 8192)\n"
+    "  --mem-cap MB         largest train shard a rank holds in memory (default 8192); a bigger shard is\n"
+    "                       streamed from the file, the next batch read while the current one computes\n"
     "  --quiet              no progress or epoch lines (errors still go to stderr)\n"
     "\n"
     "SIGTERM or SIGUSR1 makes all ranks finish the current step, rank 0 write last.h5, and exit 0.\n";
@@ -125,7 +126,7 @@ int cmd_train(int argc, char **argv) {
     else if (!strcmp(a, "--no-shuffle")) o.no_shuffle = 1;
     else if (!strcmp(a, "--quiet")) o.quiet = 1;
     else if (!strcmp(a, "--threads")) { VAL(); if (arg_int(cmd, a, v, 1, 4096, &threads)) USAGE_FAIL(); }
-    else if (!strcmp(a, "--mem-cap")) { VAL(); if (arg_double(cmd, a, v, 1, 1e9, &o.mem_cap_mb)) USAGE_FAIL(); }
+    else if (!strcmp(a, "--mem-cap")) { VAL(); if (arg_double(cmd, a, v, 0, 1e9, &o.mem_cap_mb)) USAGE_FAIL(); }
     else {
       fprintf(stderr, "xray-dp train: unknown option '%s' (see xray-dp train --help)\n", a);
       USAGE_FAIL();
