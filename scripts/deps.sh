@@ -4,7 +4,16 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libstb-dev gnuplot-nox)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(file)
+  pkgs+=(file jq)
+  # tests/test_slurm.sh runs its own munged/slurmctld/slurmd; keep the packages' system daemons from
+  # starting at install time (a policy-rc.d that says no, removed again on exit, only if none exists).
+  pkgs+=(slurm-wlm munge)
+  if [ ! -e /usr/sbin/policy-rc.d ] && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null; } &&
+     ! dpkg-query -W -f='${Status}' slurmd 2>/dev/null | grep -q "install ok installed"; then
+    rc_sudo=""; [ "$(id -u)" -ne 0 ] && rc_sudo="sudo"
+    printf '#!/bin/sh\nexit 101\n' | $rc_sudo tee /usr/sbin/policy-rc.d >/dev/null && $rc_sudo chmod 755 /usr/sbin/policy-rc.d
+    trap '$rc_sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
 fi
 missing=()
 for p in "${pkgs[@]}"; do
