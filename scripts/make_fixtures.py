@@ -3,8 +3,8 @@
 
 For each preset (dropout rate forced to 0 so the comparison is deterministic), at a small input size:
 a fixed input batch, the initial weights, the logits and loss, every gradient, and the weights (and
-batchnorm running statistics) after 1 and 3 Adam steps on that batch; for keras-seed also one SGD
-(momentum 0.9, Nesterov off) step and one RMSProp step. The reference runs in float64, so the
+batchnorm running statistics) after 1 and 3 Adam steps on that batch; for keras-seed also 1 and 2 steps
+of SGD (momentum 0.9), SGD (Nesterov, weight decay 1e-2), RMSProp, AdaGrad and Adam with weight decay. The reference runs in float64, so the
 fixtures hold the exact answer and the C test measures xray-dp's float32 error against it.
 
 Each fixture is an HDF5 file laid out like an xray-dp checkpoint (root attrs format, model, ...;
@@ -184,16 +184,20 @@ def run(name, size, text):
         f.create_dataset("logits", data=z.detach().numpy().astype(np.float32).reshape(BATCH, -1))
         f.attrs["loss"] = float(loss)
         save_state(f, "grads", owners, "grad")
-        optims = {"adam": lambda p: torch.optim.Adam(p, lr=1e-3)}
+        # name -> (constructor, steps recorded); tests/test_torch_ref.c mirrors these settings
+        optims = {"adam": (lambda p: torch.optim.Adam(p, lr=1e-3), (1, 3))}
         if name == "keras-seed":
-            optims["sgd"] = lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9)
-            optims["rmsprop"] = lambda p: torch.optim.RMSprop(p, lr=1e-3)
-        for oname, make in optims.items():
+            optims["sgd"] = (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), (1, 2))
+            optims["sgdn"] = (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2), (1, 2))
+            optims["rmsprop"] = (lambda p: torch.optim.RMSprop(p, lr=1e-3), (1, 2))
+            optims["adagrad"] = (lambda p: torch.optim.Adagrad(p, lr=1e-2), (1, 2))
+            optims["adamwd"] = (lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-2), (1, 2))
+        for oname, (make, record) in optims.items():
             model.load_state_dict(state0)
             opt = make(model.parameters())
-            for step in range(1, 4 if oname == "adam" else 2):
+            for step in range(1, max(record) + 1):
                 opt.zero_grad(); lossf(model(x)).backward(); opt.step()
-                if step in (1, 3):
+                if step in record:
                     save_state(f, f"{oname}{step}", owners)
     print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB)")
 
