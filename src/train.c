@@ -92,6 +92,7 @@ typedef struct run {
   FILE *log;
   xd_reducer bn_reducer;
   float *val_probs;
+  double allreduce_s; /* time in the gradient all-reduce this epoch (includes waiting for slower ranks) */
 } run;
 
 static int leader(const run *r) { return r->d->rank == 0; }
@@ -424,6 +425,7 @@ static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
   double t0 = xd_now() - r->st.part_seconds;
   int rc = 0;
   prefetch *pf = r->pf.ds ? &r->pf : NULL;
+  r->allreduce_s = 0;
   if (pf) {
     pf->perm = perm;
     if (r->st.step_in_epoch < r->steps_per_epoch && prefetch_start(pf, r->st.step_in_epoch, e)) rc = -1;
@@ -478,7 +480,9 @@ static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
     ex[EX_LOSS] = (float)loss;
     ex[EX_CORRECT] = correct;
     ex[EX_STOP] = (o->stop_flag && *o->stop_flag) ? 1.0f : 0.0f;
+    double t_ar = xd_now();
     xd_dist_sum_floats(r->d, m->grads, m->nparams + EX_COUNT);
+    r->allreduce_s += xd_now() - t_ar;
     if (!isfinite(ex[EX_LOSS])) {
       rc = xd_fail(e, "training diverged: loss is %g at step %lld; try a lower --lr", ex[EX_LOSS],
                    (long long)r->st.step);
@@ -605,12 +609,14 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       int ok = csv_append(r, epoch + 1, tl, ta, &vm, lr, ips, secs, e) == 0;
       if (ok && better) ok = xd_checkpoint_save(r->best_path, &r->m, NULL, &r->st, &r->meta, e) == 0;
       if (ok) ok = save_last(r, e) == 0;
+      char comm[48] = "";
+      if (d->size > 1) snprintf(comm, sizeof comm, " (all-reduce %.0f%%)", 100.0 * r->allreduce_s / train_secs);
       if (r->has_val)
-        say(r, "epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc %.4f auc %.4f sens %.3f spec %.3f | %.0f img/s "
+        say(r, "epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc %.4f auc %.4f sens %.3f spec %.3f | %.0f img/s%s "
                "%.1fs%s\n", epoch + 1, o->epochs, tl, ta, vm.loss, vm.accuracy, vm.roc_auc, vm.recall, vm.specificity,
-            ips, secs, better ? " *" : "");
+            ips, comm, secs, better ? " *" : "");
       else
-        say(r, "epoch %d/%d: loss %.4f acc %.4f | %.0f img/s %.1fs%s\n", epoch + 1, o->epochs, tl, ta, ips, secs,
+        say(r, "epoch %d/%d: loss %.4f acc %.4f | %.0f img/s%s %.1fs%s\n", epoch + 1, o->epochs, tl, ta, ips, comm, secs,
             better ? " *" : "");
       decision[0] = r->st.stopped;
       decision[1] = !ok;
