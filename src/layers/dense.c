@@ -4,17 +4,19 @@
 
 #include <string.h>
 
+#define DW_COLS 1536 /* dw column block: 16 x DENSE_BLOCK */
 #define DENSE_BLOCK 96 /* a multiple of every micro-kernel width (12, 24, 48) */
 
-#define DENSE_ROWS 16 /* batch rows per job (a multiple of every micro-kernel height): a small OUT still
-                         * gives every thread work; the split is fixed, so results do not depend on it */
+#define DENSE_ROWS 8 /* forward: batch rows per job (a multiple of every micro-kernel height): a small OUT
+                        * still gives every thread work; the split is fixed, so results do not depend on it */
+#define FWD_COLS 48   /* forward: output columns per job (a multiple of every micro-kernel width) */
 
 void dense_forward(int B, int IN, int OUT, const float *x, const float *w, const float *b, float *y) {
-  const int nblk = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK, nrow = (B + DENSE_ROWS - 1) / DENSE_ROWS;
+  const int nblk = (OUT + FWD_COLS - 1) / FWD_COLS, nrow = (B + DENSE_ROWS - 1) / DENSE_ROWS;
 #pragma omp parallel for schedule(static)
   for (int job = 0; job < nblk * nrow; job++) {
     int jb = job % nblk, n0 = job / nblk * DENSE_ROWS, nn = B - n0 < DENSE_ROWS ? B - n0 : DENSE_ROWS;
-    int j0 = jb * DENSE_BLOCK, nj = OUT - j0 < DENSE_BLOCK ? OUT - j0 : DENSE_BLOCK;
+    int j0 = jb * FWD_COLS, nj = OUT - j0 < FWD_COLS ? OUT - j0 : FWD_COLS;
     for (int n = n0; n < n0 + nn; n++)
       for (int j = 0; j < nj; j++) y[(size_t)n * OUT + j0 + j] = b ? b[j0 + j] : 0.0f;
     /* y[n0:, j0:j0+nj] += x[n0:, :] * w[j0:j0+nj, :]^T */
@@ -24,22 +26,26 @@ void dense_forward(int B, int IN, int OUT, const float *x, const float *w, const
 
 void dense_backward(int B, int IN, int OUT, const float *x, const float *w, const float *dy, float *dx, float *dw,
                     float *db) {
-  const int nout = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK;
+  /* dw is tiled over rows and over DW_COLS-wide column blocks: a dense layer with few outputs (64) and
+   * many inputs (28800) would otherwise be one serial job as large as all of dx */
+  const int nout = (OUT + DENSE_BLOCK - 1) / DENSE_BLOCK, ndwc = (IN + DW_COLS - 1) / DW_COLS;
+  const int ndw = nout * ndwc;
   const int nin = (IN + DENSE_BLOCK - 1) / DENSE_BLOCK;
-  const int njobs = nout + (dx ? nin : 0);
+  const int njobs = ndw + (dx ? nin : 0);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int job = 0; job < njobs; job++) {
-    if (job < nout) { /* dw rows [o0, o0+no) = dy[:, o0:]^T x, summed over the batch in order */
-      int o0 = job * DENSE_BLOCK, no = OUT - o0 < DENSE_BLOCK ? OUT - o0 : DENSE_BLOCK;
-      xd_sgemm(1, 0, no, IN, B, dy + o0, OUT, x, IN, 0.0f, dw + (size_t)o0 * IN, IN);
-      if (db)
+    if (job < ndw) { /* dw[o0:o0+no, c0:c0+nc] = dy[:, o0:]^T x[:, c0:], summed over the batch in order */
+      int o0 = job / ndwc * DENSE_BLOCK, no = OUT - o0 < DENSE_BLOCK ? OUT - o0 : DENSE_BLOCK;
+      int c0 = job % ndwc * DW_COLS, nc = IN - c0 < DW_COLS ? IN - c0 : DW_COLS;
+      xd_sgemm(1, 0, no, nc, B, dy + o0, OUT, x + c0, IN, 0.0f, dw + (size_t)o0 * IN + c0, IN);
+      if (db && c0 == 0)
         for (int o = o0; o < o0 + no; o++) {
           float s = 0.0f;
           for (int n = 0; n < B; n++) s += dy[(size_t)n * OUT + o];
           db[o] = s;
         }
     } else { /* dx[:, i0:i0+ni] = dy w[:, i0:] */
-      int i0 = (job - nout) * DENSE_BLOCK, ni = IN - i0 < DENSE_BLOCK ? IN - i0 : DENSE_BLOCK;
+      int i0 = (job - ndw) * DENSE_BLOCK, ni = IN - i0 < DENSE_BLOCK ? IN - i0 : DENSE_BLOCK;
       xd_sgemm(0, 0, B, ni, OUT, dy, OUT, w + i0, IN, 0.0f, dx + i0, IN);
     }
   }
