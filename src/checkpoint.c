@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "h5util.h"
+
 #define CKPT_FORMAT "xray-dp-checkpoint"
 #define CKPT_VERSION 1
 
@@ -26,38 +28,15 @@ static int attr_i64(hid_t loc, const char *name, int64_t v, xd_err *e) {
 static int attr_f64(hid_t loc, const char *name, double v, xd_err *e) {
   return attr_write(loc, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, &v, e);
 }
-static int attr_str(hid_t loc, const char *name, const char *s, xd_err *e) {
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, H5T_VARIABLE);
-  H5Tset_cset(t, H5T_CSET_UTF8);
-  int rc = attr_write(loc, name, t, t, &s, e);
-  H5Tclose(t);
-  return rc;
+static int attr_str(hid_t loc, const char *name, const char *v, xd_err *e) {
+  XD_CHECK(xd_h5_attr_write_str(loc, name, v) == 0, e, "writing attribute %s", name);
+  return 0;
 }
 static int attr_strs(hid_t loc, const char *name, int n, const char names[][XD_CLASS_NAME_MAX], xd_err *e) {
   const char *ptrs[XD_MAX_CLASSES];
   for (int i = 0; i < n; i++) ptrs[i] = names[i];
-  hsize_t dims[1] = {(hsize_t)n};
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, H5T_VARIABLE);
-  H5Tset_cset(t, H5T_CSET_UTF8);
-  hid_t sp = H5Screate_simple(1, dims, NULL);
-  hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t rc = a >= 0 ? H5Awrite(a, t, ptrs) : -1;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(sp);
-  H5Tclose(t);
-  XD_CHECK(rc >= 0, e, "writing attribute %s", name);
+  XD_CHECK(xd_h5_attr_write_strs(loc, name, ptrs, n) == 0, e, "writing attribute %s", name);
   return 0;
-}
-
-/* Variable-length string memory type with the file type's character set: HDF5 will not convert
- * between ASCII and UTF-8, and h5py writes UTF-8. */
-static hid_t vlen_str_type_like(hid_t ftype) {
-  hid_t mt = H5Tcopy(H5T_C_S1);
-  H5Tset_size(mt, H5T_VARIABLE);
-  H5Tset_cset(mt, H5Tget_cset(ftype));
-  return mt;
 }
 
 static int read_attr_num(hid_t loc, const char *name, hid_t mtype, void *v) {
@@ -68,62 +47,9 @@ static int read_attr_num(hid_t loc, const char *name, hid_t mtype, void *v) {
   H5Aclose(a);
   return rc < 0 ? -1 : 0;
 }
-
-/* Reads a scalar string attribute (fixed or variable length) into buf. */
 static int read_attr_str(hid_t loc, const char *name, char *buf, size_t n) {
   buf[0] = 0;
-  if (H5Aexists(loc, name) <= 0) return -1;
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-  hid_t ft = H5Aget_type(a);
-  int rc = -1;
-  if (H5Tget_class(ft) == H5T_STRING) {
-    if (H5Tis_variable_str(ft) > 0) {
-      char *s = NULL;
-      hid_t mt = vlen_str_type_like(ft);
-      if (H5Aread(a, mt, &s) >= 0 && s) {
-        snprintf(buf, n, "%s", s);
-        H5free_memory(s);
-        rc = 0;
-      }
-      H5Tclose(mt);
-    } else {
-      size_t sz = H5Tget_size(ft);
-      char *tmp = calloc(1, sz + 1);
-      if (tmp && H5Aread(a, ft, tmp) >= 0) {
-        snprintf(buf, n, "%s", tmp);
-        rc = 0;
-      }
-      free(tmp);
-    }
-  }
-  H5Tclose(ft);
-  H5Aclose(a);
-  return rc;
-}
-
-static int read_attr_strs(hid_t loc, const char *name, char out[][XD_CLASS_NAME_MAX], int max) {
-  if (H5Aexists(loc, name) <= 0) return -1;
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-  hid_t sp = H5Aget_space(a);
-  hssize_t n = H5Sget_simple_extent_npoints(sp);
-  int rc = -1;
-  if (n > 0 && n <= max) {
-    char *ptrs[XD_MAX_CLASSES] = {0};
-    hid_t ft = H5Aget_type(a);
-    hid_t mt = vlen_str_type_like(ft);
-    H5Tclose(ft);
-    if (H5Aread(a, mt, ptrs) >= 0) {
-      for (int i = 0; i < n; i++) {
-        snprintf(out[i], XD_CLASS_NAME_MAX, "%s", ptrs[i] ? ptrs[i] : "");
-        if (ptrs[i]) H5free_memory(ptrs[i]);
-      }
-      rc = (int)n;
-    }
-    H5Tclose(mt);
-  }
-  H5Sclose(sp);
-  H5Aclose(a);
-  return rc;
+  return xd_h5_attr_read_str(loc, name, buf, n);
 }
 
 static int write_tensor(hid_t file, const char *path, int rank, const hsize_t *dims, const float *data, xd_err *e) {
@@ -246,11 +172,15 @@ int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *
                        const xd_ckpt_meta *meta, xd_err *e) {
   char tmp[4200];
   xd_tmp_name(path, tmp, sizeof tmp);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  xd_h5_quiet q = xd_h5_quiet_begin();
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) return xd_fail(e, "%s: cannot create checkpoint file (directory missing or not writable?)", tmp);
+  if (f < 0) {
+    xd_h5_quiet_end(q);
+    return xd_fail(e, "%s: cannot create checkpoint file (directory missing or not writable?)", tmp);
+  }
   int rc = write_all(f, m, opt, st, meta, e);
   if (H5Fclose(f) < 0 && rc == 0) rc = xd_fail(e, "%s: error closing checkpoint (disk full?)", tmp);
+  xd_h5_quiet_end(q);
   if (rc) {
     unlink(tmp);
     char msg[XD_ERR_MAX];
@@ -261,20 +191,8 @@ int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *
 }
 
 static hid_t open_ckpt(const char *path, xd_err *e) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (!xd_file_exists(path)) {
-    xd_fail(e, "%s: no such file", path);
-    return -1;
-  }
-  if (H5Fis_hdf5(path) <= 0) {
-    xd_fail(e, "%s: not an HDF5 file", path);
-    return -1;
-  }
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) {
-    xd_fail(e, "%s: cannot open (unreadable or truncated)", path);
-    return -1;
-  }
+  hid_t f = xd_h5_open_read(path, e);
+  if (f < 0) return -1;
   char fmt[64];
   if (read_attr_str(f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, CKPT_FORMAT) != 0) {
     H5Fclose(f);
@@ -285,14 +203,9 @@ static hid_t open_ckpt(const char *path, xd_err *e) {
 }
 
 int xd_checkpoint_probe(const char *path) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (H5Fis_hdf5(path) <= 0) return -1;
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return -1;
   char fmt[64];
-  int r = read_attr_str(f, "format", fmt, sizeof fmt) == 0 && !strcmp(fmt, CKPT_FORMAT);
-  H5Fclose(f);
-  return r;
+  if (xd_h5_file_format(path, fmt, sizeof fmt, NULL) != 0) return -1;
+  return !strcmp(fmt, CKPT_FORMAT);
 }
 
 static int load_params(hid_t f, const char *path, xd_model *m, xd_err *e) {
@@ -333,29 +246,22 @@ static void read_meta(hid_t f, xd_ckpt_meta *meta) {
   read_attr_str(f, "command", meta->command, sizeof meta->command);
   read_attr_str(f, "monitor", meta->monitor, sizeof meta->monitor);
   read_attr_str(f, "data", meta->data, sizeof meta->data);
-  int n = read_attr_strs(f, "class_names", meta->class_names, XD_MAX_CLASSES);
-  meta->nclasses = n > 0 ? n : 0;
+  int n = 0;
+  if (xd_h5_attr_read_strs(f, "class_names", &meta->class_names[0][0], XD_MAX_CLASSES, XD_CLASS_NAME_MAX, &n) != 0) n = 0;
+  meta->nclasses = n;
 }
 
-int xd_checkpoint_load(const char *path, xd_model *m, xd_train_state *st, xd_ckpt_meta *meta, xd_err *e) {
+static int load_impl(const char *path, xd_model *m, xd_train_state *st, xd_ckpt_meta *meta, xd_err *e) {
   hid_t f = open_ckpt(path, e);
   if (f < 0) return -1;
   char *text = NULL;
   int rc = 0;
   {
-    hid_t a = H5Aexists(f, "model") > 0 ? H5Aopen(f, "model", H5P_DEFAULT) : -1;
-    if (a >= 0) {
-      hid_t ft = H5Aget_type(a);
-      hid_t mt = vlen_str_type_like(ft);
-      H5Tclose(ft);
-      char *s = NULL;
-      if (H5Aread(a, mt, &s) >= 0 && s) {
-        text = xd_strdup(s);
-        H5free_memory(s);
-      }
-      H5Tclose(mt);
-      H5Aclose(a);
-    }
+    /* model descriptions are at most 1 MiB (xd_model_from_arg) */
+    size_t cap = (size_t)1 << 20;
+    char *buf = malloc(cap);
+    if (buf && read_attr_str(f, "model", buf, cap) == 0) text = xd_strdup(buf);
+    free(buf);
   }
   if (!text) rc = xd_fail(e, "%s: checkpoint has no model description", path);
   char source[4200];
@@ -369,7 +275,7 @@ int xd_checkpoint_load(const char *path, xd_model *m, xd_train_state *st, xd_ckp
   return rc;
 }
 
-int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e) {
+static int load_weights_impl(const char *path, xd_model *m, xd_err *e) {
   hid_t f = open_ckpt(path, e);
   if (f < 0) return -1;
   int rc = load_params(f, path, m, e);
@@ -377,7 +283,7 @@ int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e) {
   return rc;
 }
 
-int xd_checkpoint_load_optim(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e) {
+static int load_optim_impl(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e) {
   hid_t f = open_ckpt(path, e);
   if (f < 0) return -1;
   int rc = 0;
@@ -425,4 +331,28 @@ int xd_checkpoint_describe(const char *path, FILE *out, xd_err *e) {
   xd_model_summary(&m, out);
   xd_model_free(&m);
   return 0;
+}
+
+int xd_checkpoint_load(const char *path, xd_model *m, xd_train_state *st, xd_ckpt_meta *meta, xd_err *e) {
+  /* our messages only: HDF5 would print its error stack for every missing object */
+  xd_h5_quiet q = xd_h5_quiet_begin();
+  int rc = load_impl(path, m, st, meta, e);
+  xd_h5_quiet_end(q);
+  return rc;
+}
+
+int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e) {
+  /* our messages only: HDF5 would print its error stack for every missing object */
+  xd_h5_quiet q = xd_h5_quiet_begin();
+  int rc = load_weights_impl(path, m, e);
+  xd_h5_quiet_end(q);
+  return rc;
+}
+
+int xd_checkpoint_load_optim(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e) {
+  /* our messages only: HDF5 would print its error stack for every missing object */
+  xd_h5_quiet q = xd_h5_quiet_begin();
+  int rc = load_optim_impl(path, m, opt, e);
+  xd_h5_quiet_end(q);
+  return rc;
 }

@@ -13,6 +13,7 @@
 
 #include "checkpoint.h"
 #include "dataset.h"
+#include "infer.h"
 #include "loss.h"
 #include "metrics.h"
 #include "rng.h"
@@ -202,29 +203,11 @@ static void say(run *r, const char *fmt, ...) {
 
 /* ---- validation (rank 0) ---- */
 
-static int validate(run *r, xd_binary_metrics *vm) {
-  xd_model *m = &r->m;
-  const int H = r->info.height, W = r->info.width, B = r->lb;
-  const size_t px = (size_t)H * W;
-  xd_step_ctx c = {0};
+static void validate(run *r, xd_binary_metrics *vm) {
   double loss = 0;
-  for (int64_t a = 0; a < r->val.n; a += B) {
-    int nb = (int)(r->val.n - a < B ? r->val.n - a : B);
-    float *x = r->ws.act[0];
-    const uint8_t *src = r->val.images + (size_t)a * px;
-    for (size_t i = 0; i < (size_t)nb * px; i++) x[i] = src[i] * (1.0f / 255.0f);
-    const float *z = xd_forward(m, &r->ws, nb, &c);
-    if (m->loss == XD_LOSS_BCE)
-      loss += xd_loss_bce(nb, z, r->val.labels + a, NULL, 1.0, NULL);
-    else
-      loss += xd_loss_ce(nb, m->nout, z, r->val.labels + a, NULL, 1.0, NULL);
-    float *p = r->ws.dlast; /* free between training steps */
-    xd_probs(m, nb, z, p);
-    for (int i = 0; i < nb; i++) r->val_probs[a + i] = m->nout == 1 ? p[i] : p[(size_t)i * m->nout + 1];
-  }
+  xd_infer(&r->m, &r->ws, r->val.n, r->val.images, r->val.labels, r->val_probs, &loss);
   xd_metrics_binary(r->val.n, r->val_probs, r->val.labels, 0.5, vm);
   vm->loss = loss / (double)r->val.n;
-  return 0;
 }
 
 /* ---- setup ---- */
@@ -604,7 +587,7 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       } else {
         r->st.bad_epochs++;
       }
-      if (r->st.bad_epochs > o->patience - 1 && o->patience > 0 && !better) r->st.stopped = 1;
+      if (o->patience > 0 && r->st.bad_epochs >= o->patience) r->st.stopped = 1;
       double secs = xd_now() - t_epoch;
       int ok = csv_append(r, epoch + 1, tl, ta, &vm, lr, ips, secs, e) == 0;
       if (ok && better) ok = xd_checkpoint_save(r->best_path, &r->m, NULL, &r->st, &r->meta, e) == 0;

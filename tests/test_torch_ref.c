@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
+#include "h5util.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -158,7 +159,7 @@ static void run_fixture(const char *path, const char *name) {
     CHECK_MSG(0, "%s", e.msg);
     return;
   }
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t f = xd_h5_open_read(path, NULL); /* the same file-access settings as the checkpoint reader */
   size_t nx = 0, ny = 0, nz = 0;
   float *x = read_ds(f, "/x", &nx);
   hid_t dy = H5Dopen2(f, "/y", H5P_DEFAULT);
@@ -197,7 +198,7 @@ static void run_fixture(const char *path, const char *name) {
     char g1[32];
     snprintf(g1, sizeof g1, "/%s1", opts[o].group);
     if (H5Lexists(f, g1, H5P_DEFAULT) <= 0) continue;
-    CHECK(xd_checkpoint_load_weights(path, &m, &e) == 0); /* back to the initial state */
+    CHECK_MSG(xd_checkpoint_load_weights(path, &m, &e) == 0, "%s", e.msg); /* back to the initial state */
     xd_optimizer opt;
     xd_opt_config oc = xd_opt_defaults(opts[o].kind, opts[o].lr);
     oc.weight_decay = opts[o].wd;
