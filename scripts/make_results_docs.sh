@@ -20,21 +20,24 @@ data=$(cd "$data" && pwd)
 img=$repo/docs/img
 ex=$repo/docs/examples
 mkdir -p "$work" "$img" "$ex"
-run=$work/run
+work=$(cd "$work" && pwd)
+# run inside the work folder with relative names, so the quoted outputs read like a user's session
+cd "$work"
+run=run
 
 set -x
-"$bin" pack "$data" "$work/real128.h5" --size 128 --val-fraction 0.1 --seed 1 2>&1 | tee "$ex/pack.txt"
+"$bin" pack "$data" real128.h5 --size 128 --val-fraction 0.1 --seed 1 2>&1 | tee "$ex/pack.txt"
 rm -rf "$run"
 # not a TTY here: the progress bar turns into plain lines, which is what the log keeps
-"$bin" train --data "$work/real128.h5" --model keras-seed --epochs "$epochs" --seed 1 --threads "$threads" \
+"$bin" train --data real128.h5 --model keras-seed --epochs "$epochs" --seed 1 --threads "$threads" \
   --out "$run" 2>&1 | tee "$ex/train_stdout.txt"
 cp "$run/metrics.csv" "$ex/metrics.csv"
 cp "$run/train.log" "$ex/train.log"
 
-ck=$run/best.h5
-"$bin" eval --ckpt "$ck" --data "$work/real128.h5" --split val --threshold auto > "$ex/eval.txt"
-"$bin" eval --ckpt "$ck" --data "$work/real128.h5" --split val --threshold auto --json \
-  --roc "$work/roc.tsv" --scores "$work/scores.tsv" > "$ex/eval.json"
+ck=$work/$run/best.h5
+"$bin" eval --ckpt run/best.h5 --data real128.h5 --split val --threshold auto > "$ex/eval.txt"
+"$bin" eval --ckpt run/best.h5 --data real128.h5 --split val --threshold auto --json \
+  --roc roc.tsv --scores scores.tsv > "$ex/eval.json"
 head -n 12 "$work/roc.tsv" > "$ex/roc_head.tsv"
 
 # a few val images of each class, by their paths relative to the data folder (as eval --scores names
