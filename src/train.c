@@ -309,6 +309,7 @@ static int setup(run *r, xd_err *e) {
                        (unsigned long long)o->seed);
       resume_from = 1;
     } else {
+      if (o->resume && !o->quiet) printf("xray-dp: --resume: no %s yet, starting a new run\n", r->last_path);
       XD_TRY(xd_model_from_arg(&r->m, o->model, r->info.channels, r->info.height, r->info.width, e));
       xd_model_init(&r->m, o->init, o->seed);
     }
