@@ -173,7 +173,11 @@ int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *
   char tmp[4200];
   xd_tmp_name(path, tmp, sizeof tmp);
   xd_h5_quiet q = xd_h5_quiet_begin();
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  /* no file locks: cluster filesystems often refuse them, and nobody else sees the temporary name */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl >= 0) H5Pset_file_locking(fapl, 0, 1);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+  if (fapl >= 0) H5Pclose(fapl);
   if (f < 0) {
     xd_h5_quiet_end(q);
     return xd_fail(e, "%s: cannot create checkpoint file (directory missing or not writable?)", tmp);
