@@ -13,6 +13,8 @@ typedef struct xd_pack_opts {
   int threads;          /* 0 = OpenMP default */
   int progress;         /* 1: progress line on stderr (caller decides: only on a TTY) */
   FILE *log;            /* where per-file skip reasons and the summary go (stderr), may be NULL */
+  const char *group_regex; /* carve-out keeps files whose names share this match (capture group 1 if any)
+                              in one split, e.g. one patient's images; NULL: byte-identical files only */
 } xd_pack_opts;
 
 typedef struct xd_pack_summary {

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <omp.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,32 +161,152 @@ static int scan_files(const char *src, const char *prefix, const class_list *cls
   return 0;
 }
 
-/* Moves a stratified, seeded fraction of each class of train into val; both stay sorted by path. */
-static int carve_val(entry_list *train, entry_list *val, int nclasses, double frac, uint64_t seed, xd_err *e) {
-  char *to_val = calloc((size_t)train->n + 1, 1);
-  int64_t *idx = malloc(sizeof(int64_t) * ((size_t)train->n + 1));
-  if (!to_val || !idx) {
+/* ---- grouping: files that must not be split between train and val ---- */
+
+typedef struct {
+  uint64_t key;
+  int64_t idx;
+} keyed;
+
+static int cmp_keyed(const void *a, const void *b) {
+  const keyed *x = a, *y = b;
+  if (x->key != y->key) return x->key < y->key ? -1 : 1;
+  return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int64_t uf_find(int64_t *p, int64_t i) {
+  while (p[i] != i) i = p[i] = p[p[i]];
+  return i;
+}
+
+/* the smaller index becomes the root, so groups do not depend on the order of unions */
+static void uf_union(int64_t *p, int64_t a, int64_t b) {
+  a = uf_find(p, a);
+  b = uf_find(p, b);
+  if (a < b) p[b] = a;
+  else if (b < a) p[a] = b;
+}
+
+static uint64_t hash_bytes(uint64_t h, const unsigned char *b, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    h = xd_mix64(h ^ w);
+  }
+  uint64_t tail = 0;
+  memcpy(&tail, b + i, n - i);
+  return xd_mix64(h ^ tail ^ ((uint64_t)n << 56));
+}
+
+/* 64-bit hash of a file's bytes; 0 with *ok = 0 if it cannot be read (such files are skipped later) */
+static uint64_t file_hash(const char *path, int *ok) {
+  FILE *f = fopen(path, "rb");
+  *ok = 0;
+  if (!f) return 0;
+  unsigned char buf[65536];
+  uint64_t h = 0x9e3779b97f4a7c15ULL, len = 0;
+  size_t r;
+  while ((r = fread(buf, 1, sizeof buf, f)) > 0) {
+    h = hash_bytes(h, buf, r);
+    len += r;
+  }
+  *ok = !ferror(f);
+  fclose(f);
+  return xd_mix64(h ^ len);
+}
+
+/* parent[] (union-find) over train: byte-identical files, and files whose names share the regex's match */
+static int group_train(const char *src, const entry_list *train, const xd_pack_opts *o, int64_t *parent, xd_err *e) {
+  const int64_t n = train->n;
+  keyed *k = malloc(sizeof(keyed) * ((size_t)n + 1));
+  char *ok = malloc((size_t)n + 1);
+  if (!k || !ok) {
+    free(k);
+    free(ok);
+    return xd_fail(e, "out of memory grouping files for the validation split");
+  }
+  for (int64_t i = 0; i < n; i++) parent[i] = i;
+  int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
+  for (int64_t i = 0; i < n; i++) {
+    char path[4096];
+    int good;
+    snprintf(path, sizeof path, "%s/%s", src, train->v[i].rel);
+    k[i].key = file_hash(path, &good);
+    k[i].idx = i;
+    ok[i] = (char)good;
+  }
+  qsort(k, (size_t)n, sizeof *k, cmp_keyed);
+  for (int64_t i = 1; i < n; i++)
+    if (k[i].key == k[i - 1].key && ok[k[i].idx] && ok[k[i - 1].idx]) uf_union(parent, k[i].idx, k[i - 1].idx);
+  int rc = 0;
+  if (o->group_regex) {
+    regex_t re;
+    if (regcomp(&re, o->group_regex, REG_EXTENDED) != 0) {
+      rc = xd_fail(e, "--group-regex '%s' is not a valid extended regular expression", o->group_regex);
+    } else {
+      int64_t m = 0;
+      for (int64_t i = 0; i < n; i++) {
+        const char *name = strrchr(train->v[i].rel, '/');
+        name = name ? name + 1 : train->v[i].rel;
+        regmatch_t g[2];
+        if (regexec(&re, name, 2, g, 0) != 0) continue;
+        regmatch_t use = g[1].rm_so >= 0 ? g[1] : g[0];
+        k[m].key = hash_bytes(0x51ed27, (const unsigned char *)name + use.rm_so, (size_t)(use.rm_eo - use.rm_so));
+        k[m++].idx = i;
+      }
+      regfree(&re);
+      qsort(k, (size_t)m, sizeof *k, cmp_keyed);
+      for (int64_t i = 1; i < m; i++)
+        if (k[i].key == k[i - 1].key) uf_union(parent, k[i].idx, k[i - 1].idx);
+    }
+  }
+  free(k);
+  free(ok);
+  return rc;
+}
+
+/* Moves a stratified, seeded fraction of each class of train into val, whole groups at a time (a group
+ * belongs to the class of its first file); both lists stay sorted by path. */
+static int carve_val(const char *src, entry_list *train, entry_list *val, int nclasses, const xd_pack_opts *o,
+                     xd_err *e) {
+  const int64_t n = train->n;
+  char *to_val = calloc((size_t)n + 1, 1);
+  int64_t *parent = malloc(sizeof(int64_t) * ((size_t)n + 1)), *size = calloc((size_t)n + 1, sizeof(int64_t));
+  int64_t *roots = malloc(sizeof(int64_t) * ((size_t)n + 1));
+  if (!to_val || !parent || !size || !roots) {
     free(to_val);
-    free(idx);
+    free(parent);
+    free(size);
+    free(roots);
     return xd_fail(e, "out of memory carving the validation split");
   }
-  for (int c = 0; c < nclasses; c++) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < train->n; i++)
-      if (train->v[i].label == c) idx[m++] = i;
-    int64_t k = (int64_t)llround(frac * (double)m);
-    if (k >= m) k = m > 0 ? m - 1 : 0; /* every class keeps at least one training image */
-    xd_rng r = xd_rng_make(xd_key(seed, XD_STREAM_SPLIT, (uint64_t)c, 0));
-    xd_shuffle(&r, idx, m);
-    for (int64_t j = 0; j < k; j++) to_val[idx[j]] = 1;
+  int rc = group_train(src, train, o, parent, e);
+  for (int64_t i = 0; rc == 0 && i < n; i++) size[uf_find(parent, i)]++;
+  for (int c = 0; rc == 0 && c < nclasses; c++) {
+    int64_t m = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+      if (train->v[i].label != c) continue;
+      m++;
+      if (parent[i] == i) roots[r++] = i; /* roots are their group's smallest index */
+    }
+    int64_t k = (int64_t)llround(o->val_fraction * (double)m), taken = 0;
+    xd_rng rng = xd_rng_make(xd_key(o->seed, XD_STREAM_SPLIT, (uint64_t)c, 0));
+    xd_shuffle(&rng, roots, r);
+    for (int64_t j = 0; j < r && taken < k; j++) {
+      if (taken + size[roots[j]] >= m) continue; /* every class keeps at least one training image */
+      to_val[roots[j]] = 1;
+      taken += size[roots[j]];
+    }
   }
+  for (int64_t i = 0; i < n; i++) to_val[i] = to_val[uf_find(parent, i)];
   int64_t t = 0;
-  int rc = 0;
-  for (int64_t i = 0; i < train->n; i++) {
+  for (int64_t i = 0; i < n; i++) {
     if (!to_val[i]) {
       train->v[t++] = train->v[i];
     } else if (rc == 0) {
-      rc = list_push(val, train->v[i].rel, train->v[i].label);
+      rc = list_push(val, train->v[i].rel, train->v[i].label) ? xd_fail(e, "out of memory carving the validation split") : 0;
       free(train->v[i].rel);
     } else {
       free(train->v[i].rel);
@@ -193,8 +314,10 @@ static int carve_val(entry_list *train, entry_list *val, int nclasses, double fr
   }
   train->n = t;
   free(to_val);
-  free(idx);
-  if (rc != 0) return xd_fail(e, "out of memory carving the validation split");
+  free(parent);
+  free(size);
+  free(roots);
+  if (rc != 0) return -1;
   qsort(val->v, (size_t)val->n, sizeof(entry), cmp_entry);
   return 0;
 }
@@ -306,7 +429,8 @@ static int scan_src(const char *src, class_list *cls, entry_list lists[3], xd_er
 
 /* SPEC: carve val from train when SRC has none or a tiny one (< 5% of train); a tiny val is merged into
  * train first so that its images are not lost and val is stratified like the rest. */
-static int make_val(entry_list lists[3], int nclasses, const xd_pack_opts *o, const char **note, xd_err *e) {
+static int make_val(const char *src, entry_list lists[3], int nclasses, const xd_pack_opts *o, const char **note,
+                    xd_err *e) {
   *note = lists[1].n ? "val=source" : "val=none";
   if (o->val_fraction <= 0 || lists[0].n == 0) return 0;
   if (lists[1].n > 0 && (double)lists[1].n >= 0.05 * (double)lists[0].n) return 0;
@@ -316,7 +440,7 @@ static int make_val(entry_list lists[3], int nclasses, const xd_pack_opts *o, co
       return xd_fail(e, "out of memory merging the validation split");
   list_free(&lists[1]);
   qsort(lists[0].v, (size_t)lists[0].n, sizeof(entry), cmp_entry);
-  return carve_val(&lists[0], &lists[1], nclasses, o->val_fraction, o->seed, e);
+  return carve_val(src, &lists[0], &lists[1], nclasses, o, e);
 }
 
 static int pack_all(const char *src, const char *out, const xd_pack_opts *o, xd_pack_summary *s,
@@ -324,7 +448,7 @@ static int pack_all(const char *src, const char *out, const xd_pack_opts *o, xd_
   double t0 = xd_now();
   XD_TRY(scan_src(src, cls, lists, e));
   const char *note = "";
-  XD_TRY(make_val(lists, cls->n, o, &note, e));
+  XD_TRY(make_val(src, lists, cls->n, o, &note, e));
   int64_t files = lists[0].n + lists[1].n + lists[2].n;
   if (files == 0) return xd_fail(e, "%s: no files found under the class folders", src);
   char source[1024];

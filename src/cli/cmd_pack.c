@@ -8,6 +8,7 @@
 
 static const char *const pack_help =
     "usage: xray-dp pack SRC OUT.h5 [--size 128] [--val-fraction 0.1] [--seed 1] [--threads T]\n"
+    "                    [--group-regex RE]\n"
     "\n"
     "Packs a folder of images into an xray-dp dataset file (HDF5).\n"
     "\n"
@@ -19,8 +20,11 @@ static const char *const pack_help =
     "\n"
     "Validation split: when SRC has no val split, or one with fewer than 5% as many files as train\n"
     "(the Kaggle set's 16 images), that val is merged into train and a stratified, seeded fraction F of\n"
-    "each class of train is moved to val (round(F * class count) files per class). With F = 0 the val\n"
-    "split of SRC, if any, is kept as it is. The split is decided on the file list, before decoding.\n"
+    "each class of train is moved to val (about round(F * class count) files per class). Files move in\n"
+    "groups that never straddle train and val: byte-identical files always form a group (the Kaggle set\n"
+    "has some), and with --group-regex so do files whose names share the expression's match, e.g. one\n"
+    "patient's images, so validation does not see patients that training saw. With F = 0 the val split\n"
+    "of SRC, if any, is kept as it is. The split is decided on the file list, before decoding.\n"
     "\n"
     "Unreadable files (corrupt, truncated, zero-byte, not an image, dimensions over 16384 per side or\n"
     "2^27 pixels) are skipped with one 'skip PATH: REASON' line each on stderr and counted; pack fails\n"
@@ -34,6 +38,9 @@ static const char *const pack_help =
     "  --seed S            seed of the validation carve-out (default 1)\n"
     "  --threads T         decoding threads (default: OMP_NUM_THREADS or all cores); the output does\n"
     "                      not depend on T\n"
+    "  --group-regex RE    POSIX extended regex on file names; files with the same match (capture\n"
+    "                      group 1 if there is one) go to the same split. Kaggle pneumonia set, by\n"
+    "                      patient: '^(person[0-9]+|IM-[0-9]+|NORMAL2-IM-[0-9]+)'\n"
     "  -h, --help          show this help\n";
 
 static int usage(const char *msg) {
@@ -61,6 +68,9 @@ int cmd_pack(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--seed")) {
       if (!(v = arg_value("pack", argc, argv, &i)) || arg_int("pack", "--seed", v, 0, INT64_MAX, &x)) return 2;
       o.seed = (uint64_t)x;
+    } else if (!strcmp(argv[i], "--group-regex")) {
+      if (!(v = arg_value("pack", argc, argv, &i))) return 2;
+      o.group_regex = v;
     } else if (!strcmp(argv[i], "--threads")) {
       if (!(v = arg_value("pack", argc, argv, &i)) || arg_int("pack", "--threads", v, 1, 1024, &x)) return 2;
       o.threads = (int)x;
