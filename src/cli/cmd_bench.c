@@ -20,7 +20,9 @@ static const char *HELP =
     "\n"
     "Times training steps (forward, backward, Adam) of a model on random data in one process and prints\n"
     "images/s, ms per step (median of --steps), GFLOP/s (multiply-adds x 2, forward + backward) and peak\n"
-    "memory. --repeats R prints R medians (R JSON objects with --json is not allowed: R must be 1 there).\n";
+    "memory. --repeats R measures R times and prints one line each (with --json, R must be 1: the\n"
+    "output is exactly one JSON object). --threads sets the OpenMP threads (default OMP_NUM_THREADS,\n"
+    "else all cores). Compare with PyTorch side by side: scripts/bench_vs_torch.sh.\n";
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;

@@ -9,8 +9,10 @@
 static const char *const info_help =
     "usage: xray-dp info FILE.h5\n"
     "\n"
-    "Describes an xray-dp dataset file: source, image size, classes, and the number of images per\n"
-    "split and class (the file is validated on the way).\n"
+    "Describes an xray-dp file. A dataset: source, image size, classes, and the number of images per\n"
+    "split and class (the file is validated on the way). A checkpoint (best.h5, last.h5): whether it\n"
+    "holds the full training state, input size, classes, epoch and step, best epoch and its metric,\n"
+    "the decision threshold, the command line that trained it, and the model summary.\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help\n";
