@@ -92,7 +92,17 @@ static int open_split(xd_dataset *d, xd_err *e) {
   xd_dataset_info *in = &d->info;
   char grp[32];
   snprintf(grp, sizeof grp, "/%s", sp);
-  if (H5Lexists(d->file, grp, H5P_DEFAULT) <= 0) return xd_fail(e, "%s: no split '%s' in the file", p, sp);
+  if (H5Lexists(d->file, grp, H5P_DEFAULT) <= 0) {
+    char have[64] = "";
+    static const char *const all[3] = {"train", "val", "test"};
+    for (int i = 0; i < 3; i++) {
+      char g[16];
+      snprintf(g, sizeof g, "/%s", all[i]);
+      if (H5Lexists(d->file, g, H5P_DEFAULT) > 0)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "", all[i]);
+    }
+    return xd_fail(e, "%s: no split '%s' in the file (it has: %s)", p, sp, have[0] ? have : "none");
+  }
   hsize_t idims[3] = {0, 0, 0}, ldims[1] = {0}, pdims[1] = {0};
   d->images = open_u8(d, "images", 3, idims, e);
   if (d->images < 0) return -1;
