@@ -318,7 +318,7 @@ static int carve_val(const char *src, entry_list *train, entry_list *val, int nc
   free(size);
   free(roots);
   if (rc != 0) return -1;
-  qsort(val->v, (size_t)val->n, sizeof(entry), cmp_entry);
+  if (val->n) qsort(val->v, (size_t)val->n, sizeof(entry), cmp_entry);
   return 0;
 }
 

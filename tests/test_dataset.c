@@ -58,7 +58,7 @@ static void write_crafted(const char *path, craft c) {
   }
   if (!c.no_paths) {
     const char *paths[12];
-    char names[12][16];
+    char names[12][24]; /* room for any int, so -Wformat-truncation stays quiet */
     for (int i = 0; i < 12; i++) {
       snprintf(names[i], sizeof names[i], "img%02d.png", i);
       paths[i] = names[i];
