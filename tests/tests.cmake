@@ -8,7 +8,7 @@ foreach(src ${XD_TEST_C})
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(${name} PRIVATE xdcore)
   add_test(NAME ${short} COMMAND ${name} ${CMAKE_SOURCE_DIR}/tests/fixtures ${CMAKE_BINARY_DIR}/testwork/${short})
-  set_tests_properties(${short} PROPERTIES TIMEOUT 600)
+  set_tests_properties(${short} PROPERTIES TIMEOUT 600 LABELS unit)
 endforeach()
 
 # Tools the shell tests call.
