@@ -80,10 +80,37 @@ static inline void ukernel(int kc, const float *restrict Ap, const float *restri
     }
 }
 
+/* d[u*ld + r] = s[r*ls + u] for r, u < 4: a 4x4 transpose in 128-bit vectors (every ISA has them). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
+static inline void transpose4(const float *s, long ls, float *d, long ld) {
+  v4f r0, r1, r2, r3;
+  memcpy(&r0, s, sizeof r0);
+  memcpy(&r1, s + ls, sizeof r1);
+  memcpy(&r2, s + 2 * ls, sizeof r2);
+  memcpy(&r3, s + 3 * ls, sizeof r3);
+  const v4f t0 = __builtin_shuffle(r0, r1, (v4i){0, 4, 1, 5}), t1 = __builtin_shuffle(r0, r1, (v4i){2, 6, 3, 7});
+  const v4f t2 = __builtin_shuffle(r2, r3, (v4i){0, 4, 1, 5}), t3 = __builtin_shuffle(r2, r3, (v4i){2, 6, 3, 7});
+  const v4f o0 = __builtin_shuffle(t0, t2, (v4i){0, 1, 4, 5}), o1 = __builtin_shuffle(t0, t2, (v4i){2, 3, 6, 7});
+  const v4f o2 = __builtin_shuffle(t1, t3, (v4i){0, 1, 4, 5}), o3 = __builtin_shuffle(t1, t3, (v4i){2, 3, 6, 7});
+  memcpy(d, &o0, sizeof o0);
+  memcpy(d + ld, &o1, sizeof o1);
+  memcpy(d + 2 * ld, &o2, sizeof o2);
+  memcpy(d + 3 * ld, &o3, sizeof o3);
+}
+
 /* Panel of MR rows of op(A) (rows i0.., k0..k0+kc), zero-padded to MR rows. */
 static void pack_a(int transA, const float *A, int lda, int i0, int mr, int k0, int kc, float *restrict Ap) {
   if (!transA) {
-    for (int i = 0; i < mr; i++) {
+    int i = 0;
+    for (; i + 4 <= mr; i += 4) {
+      const float *a = A + (long)(i0 + i) * lda + k0;
+      int k = 0;
+      for (; k + 4 <= kc; k += 4) transpose4(a + k, lda, Ap + k * MR + i, MR);
+      for (; k < kc; k++)
+        for (int r = 0; r < 4; r++) Ap[k * MR + i + r] = a[(long)r * lda + k];
+    }
+    for (; i < mr; i++) {
       const float *a = A + (long)(i0 + i) * lda + k0;
       for (int k = 0; k < kc; k++) Ap[k * MR + i] = a[k];
     }
@@ -108,16 +135,18 @@ static void pack_b(int transB, const float *B, int ldb, int k0, int kc, int j0, 
       for (int j = nr; j < NR; j++) d[j] = 0.0f;
     }
   } else {
-    /* blocks of 8 k x nr columns: reads stay sequential per row, writes stay within a few lines */
+    /* blocks of 4 k x nr columns, 4x4 at a time: reads stay sequential per row, writes within a few lines */
     const float *b = B + (long)j0 * ldb + k0;
     int k = 0;
-    for (; k + 8 <= kc; k += 8) {
+    for (; k + 4 <= kc; k += 4) {
       float *d = Bp + k * NR;
-      for (int j = 0; j < nr; j++) {
+      int j = 0;
+      for (; j + 4 <= nr; j += 4) transpose4(b + (long)j * ldb + k, ldb, d + j, NR);
+      for (; j < nr; j++) {
         const float *s = b + (long)j * ldb + k;
-        for (int u = 0; u < 8; u++) d[u * NR + j] = s[u];
+        for (int u = 0; u < 4; u++) d[u * NR + j] = s[u];
       }
-      for (int u = 0; u < 8; u++)
+      for (int u = 0; u < 4; u++)
         for (int j = nr; j < NR; j++) d[u * NR + j] = 0.0f;
     }
     for (; k < kc; k++) {
@@ -283,8 +312,32 @@ static inline void conv_c1_fwd_body(int W, int F, int KH, int KW, int OH, int OW
   for (int f0 = 0; f0 < F; f0 += C1_FB) {
     int fi[C1_FB];
     for (int f = 0; f < C1_FB; f++) fi[f] = f0 + f < F ? f0 + f : F - 1; /* extra lanes recompute the last */
-    for (int oy = 0; oy < OH; oy++)
-      for (int ox = 0; ox < OW; ox += VL) {
+    for (int oy = 0; oy < OH; oy++) {
+      int ox = 0;
+      /* two vectors of columns at a time: twice the independent FMA chains, each load of w used twice */
+      for (; ox + 2 * VL <= OW; ox += 2 * VL) {
+        vf acc[2][C1_FB];
+        for (int f = 0; f < C1_FB; f++) acc[0][f] = acc[1][f] = (vf){0} + (b ? b[fi[f]] : 0.0f);
+        for (int ky = 0; ky < KH; ky++)
+          for (int kx = 0; kx < KW; kx++) {
+            const float *xp = x + (long)(oy + ky) * W + ox + kx;
+            const vf x0 = *(const vfu *)xp, x1 = *(const vfu *)(xp + VL);
+            for (int f = 0; f < C1_FB; f++) {
+              const vf wv = (vf){0} + w[fi[f] * KK + ky * KW + kx];
+              acc[0][f] = vmadd(wv, x0, acc[0][f]);
+              acc[1][f] = vmadd(wv, x1, acc[1][f]);
+            }
+          }
+        for (int f = 0; f < C1_FB && f0 + f < F; f++) {
+          float *yp = y + ((long)(f0 + f) * OH + oy) * OW + ox;
+          *(vfu *)yp = acc[0][f];
+          *(vfu *)(yp + VL) = acc[1][f];
+        }
+      }
+      for (; ox < OW; ox += VL) {
+        /* a partial last vector, when the row has a full one, is redone as the row's last full vector:
+         * the columns it shares with the previous one get the same values again */
+        if (OW - ox < VL && OW >= VL) ox = OW - VL;
         const int n = OW - ox < VL ? OW - ox : VL;
         vf acc[C1_FB];
         for (int f = 0; f < C1_FB; f++) acc[f] = (vf){0} + (b ? b[fi[f]] : 0.0f);
@@ -306,6 +359,7 @@ static inline void conv_c1_fwd_body(int W, int F, int KH, int KW, int OH, int OW
             memcpy(yp, &acc[f], sizeof(float) * n);
         }
       }
+    }
   }
 }
 
@@ -318,28 +372,47 @@ static void SFX(conv_c1_forward)(int H, int W, int F, int KH, int KW, int OH, in
 }
 
 #define C1_MAXK 49
-static inline void conv_c1_wgrad_body(int W, int F, int KH, int KW, int OH, int OW, const float *restrict x,
-                                      const float *restrict dy, float *restrict dw) {
+/* FB (1 or 2, a constant at each call) filters at a time: each x load feeds FB accumulators; every
+ * accumulator sees the same operations in the same order whatever FB is. Inlined so FB, KH, KW fold. */
+static inline __attribute__((always_inline)) void conv_c1_wgrad_fb(int W, int FB, int KH, int KW, int OH, int OW,
+                                                                  const float *restrict x, const float *restrict dy,
+                                                                  float *restrict dw) {
   const int KK = KH * KW, ov = OW - OW % VL;
-  for (int f = 0; f < F; f++) {
-    vf acc[C1_MAXK];
-    float tail[C1_MAXK];
-    for (int k = 0; k < KK; k++) acc[k] = (vf){0}, tail[k] = 0.0f;
-    const float *g = dy + (long)f * OH * OW;
-    for (int oy = 0; oy < OH; oy++) {
-      const float *gr = g + (long)oy * OW;
-      for (int ox = 0; ox < ov; ox += VL) {
-        vf gv = *(const vfu *)(gr + ox);
-        for (int ky = 0; ky < KH; ky++)
-          for (int kx = 0; kx < KW; kx++)
-            acc[ky * KW + kx] = vmadd(*(const vfu *)(x + (long)(oy + ky) * W + ox + kx), gv, acc[ky * KW + kx]);
-      }
+  vf acc[2][C1_MAXK];
+  float tail[2][C1_MAXK];
+  for (int u = 0; u < FB; u++)
+    for (int k = 0; k < KK; k++) acc[u][k] = (vf){0}, tail[u][k] = 0.0f;
+  for (int oy = 0; oy < OH; oy++) {
+    const float *gr = dy + (long)oy * OW;
+    for (int ox = 0; ox < ov; ox += VL) {
+      vf gv[2];
+      for (int u = 0; u < FB; u++) gv[u] = *(const vfu *)(gr + (long)u * OH * OW + ox);
+      for (int ky = 0; ky < KH; ky++)
+        for (int kx = 0; kx < KW; kx++) {
+          const vf xv = *(const vfu *)(x + (long)(oy + ky) * W + ox + kx);
+          for (int u = 0; u < FB; u++) acc[u][ky * KW + kx] = vmadd(xv, gv[u], acc[u][ky * KW + kx]);
+        }
+    }
+    for (int u = 0; u < FB; u++)
       for (int ox = ov; ox < OW; ox++)
         for (int ky = 0; ky < KH; ky++)
-          for (int kx = 0; kx < KW; kx++) tail[ky * KW + kx] += gr[ox] * x[(long)(oy + ky) * W + ox + kx];
-    }
-    for (int k = 0; k < KK; k++) dw[f * KK + k] = hsum(acc[k]) + tail[k];
+          for (int kx = 0; kx < KW; kx++)
+            tail[u][ky * KW + kx] += gr[(long)u * OH * OW + ox] * x[(long)(oy + ky) * W + ox + kx];
   }
+  for (int u = 0; u < FB; u++)
+    for (int k = 0; k < KK; k++) dw[u * KK + k] = hsum(acc[u][k]) + tail[u][k];
+}
+
+/* Filters in pairs where the registers hold both sets of accumulators (AVX-512: 32 of them). */
+static inline void conv_c1_wgrad_body(int W, int F, int KH, int KW, int OH, int OW, const float *restrict x,
+                                      const float *restrict dy, float *restrict dw) {
+  const int KK = KH * KW;
+  int f = 0;
+#if defined(__AVX512F__)
+  if (KK <= 9)
+    for (; f + 2 <= F; f += 2) conv_c1_wgrad_fb(W, 2, KH, KW, OH, OW, x, dy + (long)f * OH * OW, dw + f * KK);
+#endif
+  for (; f < F; f++) conv_c1_wgrad_fb(W, 1, KH, KW, OH, OW, x, dy + (long)f * OH * OW, dw + f * KK);
 }
 
 static void SFX(conv_c1_wgrad)(int H, int W, int F, int KH, int KW, int OH, int OW, const float *x,

@@ -116,6 +116,9 @@ static void test_conv(void) {
   conv_case(conv_dims(3, 1, 20, 37, 5, 3, 3, 1, 0));  /* one channel: direct kernels, 35-wide rows (tails) */
   conv_case(conv_dims(2, 1, 11, 23, 6, 5, 4, 1, 0));  /* direct kernels, generic taps */
   conv_case(conv_dims(2, 1, 11, 23, 6, 3, 3, 1, 1));  /* one channel, padded: im2col path */
+  /* over 512 output pixels: the weight gradient runs in pixel chunks (one boundary mid-row) */
+  conv_case(conv_dims(2, 3, 30, 27, 5, 3, 3, 1, 1));
+  conv_case(conv_dims(2, 2, 26, 25, 3, 3, 3, 1, 0));
 }
 
 /* 2x2 / stride 2 max pooling (its own fast path) against a naive loop, with ties and NaNs. */
@@ -202,6 +205,7 @@ static void run_all(outs *o) {
   /* convs big enough that both threads get samples; the second takes the one-channel direct kernels */
   run_conv(o, conv_dims(5, 6, 23, 19, 10, 3, 3, 2, 1));
   run_conv(o, conv_dims(5, 1, 30, 41, 7, 3, 3, 1, 0));
+  run_conv(o, conv_dims(4, 3, 26, 25, 6, 3, 3, 1, 0)); /* > 512 pixels: chunked weight gradient */
   float *x, *w, *b, *dy;
 
   int B = 9, IN = 301, OUT = 200;

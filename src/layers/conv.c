@@ -4,7 +4,8 @@
  * (summed over samples in a fixed order, so dw and db never depend on the thread count), then
  * [nthreads][C*KH*KW * OH*OW] column buffers. The caller
  * sizes it with conv2d_scratch_floats(d, omp_get_max_threads()).
- * The backward pass rebuilds the columns instead of keeping them from the forward pass. */
+ * The backward pass rebuilds the columns instead of keeping them from the forward pass, for the weight
+ * gradient in the transposed (pixel-major) layout, which the GEMM then reads in place as its B. */
 #include "isa.h"
 #include "layers.h"
 
@@ -112,6 +113,65 @@ static void col2im(const xd_conv_dims *d, const float *restrict col, float *rest
       }
 }
 
+/* The transpose of im2col: rows[p - p0][(c*KH+ky)*KW+kx] = x[c][oy*s-pt+ky][ox*s-pl+kx] for the pixels
+ * p = oy*OW+ox in [p0, p1), zero outside. KH and KW are parameters so the 3x3 case unrolls; it copies 4
+ * floats per (c,ky) where the input row allows it: the 4th lands on the next entry of rows, which is
+ * written after it (the last pixel, whose 4th would leave the buffer, takes the exact path). */
+static inline void im2row_body(const xd_conv_dims *d, int KH, int KW, const float *restrict x, int p0, int p1,
+                               float *restrict rows) {
+  const int s = d->stride, OW = d->OW, W = d->W, H = d->H, C = d->C, K = C * KH * KW;
+  const size_t plane = (size_t)H * W;
+  int oy = p0 / OW, ox = p0 % OW;
+  for (int p = p0; p < p1; p++, rows += K) {
+    const int ix0 = ox * s - d->pad_left, iy0 = oy * s - d->pad_top;
+    if (++ox == OW) ox = 0, oy++;
+    float *o = rows;
+    if (KW == 3 && ix0 >= 0 && ix0 + 4 <= W && iy0 >= 0 && iy0 + KH <= H && p + 1 < p1) {
+      const float *src = x + (size_t)iy0 * W + ix0;
+      for (int c = 0; c < C; c++, src += plane)
+        for (int ky = 0; ky < KH; ky++, o += KW) memcpy(o, src + (size_t)ky * W, 4 * sizeof(float));
+      continue;
+    }
+    const int inside = ix0 >= 0 && ix0 + KW <= W;
+    for (int c = 0; c < C; c++)
+      for (int ky = 0; ky < KH; ky++, o += KW) {
+        const int iy = iy0 + ky;
+        if (iy < 0 || iy >= H) {
+          for (int kx = 0; kx < KW; kx++) o[kx] = 0.0f;
+          continue;
+        }
+        const float *src = x + c * plane + (size_t)iy * W + ix0;
+        if (inside)
+          for (int kx = 0; kx < KW; kx++) o[kx] = src[kx];
+        else
+          for (int kx = 0; kx < KW; kx++) o[kx] = ix0 + kx >= 0 && ix0 + kx < W ? src[kx] : 0.0f;
+      }
+  }
+}
+
+static __attribute__((noinline)) void im2row(const xd_conv_dims *d, const float *x, int p0, int p1, float *rows) {
+  if (d->KH == 3 && d->KW == 3)
+    im2row_body(d, 3, 3, x, p0, p1, rows);
+  else
+    im2row_body(d, d->KH, d->KW, x, p0, p1, rows);
+}
+
+/* Pixels per weight-gradient chunk: a multiple of the GEMM's K block (KC = 256 in gemm_impl.h), so the
+ * chunked calls (beta 1 after the first) make the same sums as one call, and the chunk's rows stay in L2
+ * between im2row and the GEMM. */
+#define WG_CHUNK_PIX 512
+
+/* dW of one sample (overwritten): dY times the pixel-major columns, which the GEMM reads in place. */
+static void conv_dw_sample(const xd_kernels *kt, const xd_conv_dims *d, const float *xn, const float *dyn,
+                           float *buf, float *dwn) {
+  const int K = d->C * d->KH * d->KW, P = d->OH * d->OW;
+  for (int p0 = 0; p0 < P; p0 += WG_CHUNK_PIX) {
+    const int p1 = P - p0 < WG_CHUNK_PIX ? P : p0 + WG_CHUNK_PIX;
+    im2row(d, xn, p0, p1, buf);
+    kt->sgemm(0, 0, d->F, K, p1 - p0, dyn + p0, P, buf, K, p0 ? 1.0f : 0.0f, dwn, K);
+  }
+}
+
 void conv2d_forward(const xd_conv_dims *d, const float *x, const float *w, const float *b, float *y, float *scratch) {
   const int K = d->C * d->KH * d->KW, P = d->OH * d->OW;
   const size_t ncol = col_floats(d);
@@ -157,12 +217,11 @@ void conv2d_backward(const xd_conv_dims *d, const float *x, const float *w, cons
       if (c1) {
         kt->conv_c1_wgrad(d->H, d->W, F, d->KH, d->KW, d->OH, d->OW, xn, dyn, dwpart + (size_t)n * F * K);
       } else {
-        const float *col = xn;
-        if (!pw) {
-          im2col(d, xn, buf);
-          col = buf;
+        if (pw) {
+          kt->sgemm(0, 1, F, K, P, dyn, P, xn, P, 0.0f, dwpart + (size_t)n * F * K, K);
+        } else { /* B = the pixel-major columns, read in place: nothing to transpose */
+          conv_dw_sample(kt, d, xn, dyn, buf, dwpart + (size_t)n * F * K);
         }
-        kt->sgemm(0, 1, F, K, P, dyn, P, col, P, 0.0f, dwpart + (size_t)n * F * K, K);
       }
       if (db)
         for (int f = 0; f < F; f++) dbpart[(size_t)n * F + f] = plane_sum(dyn + (size_t)f * P, P);
