@@ -9,10 +9,7 @@ BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # predict runs from inside t
 SRC=$2
 W=$3
 rm -rf "$W" && mkdir -p "$W" || exit 1
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+. "$2/tests/lib.sh"
 command -v jq > /dev/null || { echo "FAIL: jq is needed (scripts/deps.sh --test installs it)" >&2; exit 1; }
 run() { "$@" > "$W/out.txt" 2> "$W/err.txt"; echo $? > "$W/rc.txt"; }
 rc() { cat "$W/rc.txt"; }
@@ -184,5 +181,4 @@ fi
 cmp -s "$W/out.txt" <("$BIN" predict --ckpt "$C" "$good1" "$W/dup/a/x.pgm" "$W/dup/b/x.pgm") && ok \
   || bad "--gradcam changes the printed probabilities"
 
-echo "test_eval: $checks checks, $fails failed"
-[ "$fails" -eq 0 ]
+finish test_eval

@@ -5,10 +5,7 @@ set -u
 BIN=$1
 W=$3
 rm -rf "$W" && mkdir -p "$W" || exit 1
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+. "$2/tests/lib.sh"
 expect_rc() { # expect_rc CODE DESCRIPTION -- command...
   local want=$1 what=$2; shift 3
   "$@" >"$W/out.txt" 2>"$W/err.txt"
@@ -105,5 +102,4 @@ if command -v h5dump >/dev/null; then
   has "$W/out.txt" 'DATASET "images"' "h5dump header"
 fi
 
-echo "test_pack.sh: $checks checks, $fails failed"
-[ "$fails" -eq 0 ]
+finish test_pack.sh
