@@ -88,4 +88,13 @@ void batchnorm_backward(int B, int C, int HW, const float *x, const float *dy, c
 void dropout_forward(int64_t n, float rate, uint64_t key, uint64_t offset, const float *x, float *y);
 void dropout_backward(int64_t n, float rate, uint64_t key, uint64_t offset, const float *dy, float *dx);
 
+/* ---- element-wise ---- */
+/* y[n] = a + b (y may alias a or b) */
+void add_forward(int64_t n, const float *a, const float *b, float *y);
+/* Per-image standardisation: x [B, n] -> y = (x - mean) / max(std, eps) per sample (population std).
+ * invstd[B] keeps 1/std per sample, negated when std was clamped to eps (the backward needs to know). */
+void standardize_forward(int B, int64_t n, float eps, const float *x, float *y, float *invstd);
+/* dx from dy and the forward's OUTPUT y. */
+void standardize_backward(int B, int64_t n, const float *y, const float *invstd, const float *dy, float *dx);
+
 #endif

@@ -12,12 +12,19 @@
 #include "layers.h"
 
 typedef enum { XD_L_CONV, XD_L_MAXPOOL, XD_L_AVGPOOL, XD_L_GAP, XD_L_BATCHNORM, XD_L_DROPOUT, XD_L_FLATTEN,
-               XD_L_DENSE, XD_L_ACT } xd_layer_kind;
+               XD_L_DENSE, XD_L_ACT, XD_L_ADD, XD_L_STANDARDIZE, XD_L_NKINDS } xd_layer_kind;
 
+#define XD_NAME_MAX 32
+
+/* Tensors are numbered: 0 is the model input, i + 1 the output of layer i. A layer reads tensor in0
+ * (by default the previous line's output; `in=NAME` picks another), `add` also reads in1. */
 typedef struct xd_layer {
   xd_layer_kind kind;
   int line;        /* line in the description, for messages */
-  xd_act act;      /* conv, dense, act: the activation applied to the output */
+  char name[XD_NAME_MAX]; /* `name=...`, or "" */
+  int in0, in1;    /* input tensors; in1 = -1 unless the layer has two inputs */
+  int consumers;   /* layers reading this layer's output (0 only for the last layer) */
+  xd_act act;      /* conv, dense, batchnorm, add, act: the activation applied to the output */
   int in_c, in_h, in_w, out_c, out_h, out_w; /* per-sample shapes; flat tensors have h = w = 1 */
   int flat;        /* output is a flat [features] tensor (after flatten or dense) */
   union {
@@ -26,6 +33,7 @@ typedef struct xd_layer {
     struct { int units; } dense;
     struct { float rate; } dropout;
     struct { float eps, momentum; } bn;
+    struct { float eps; } stdz;
   } p;
   size_t w_off, w_n, b_off, b_n; /* in floats, into params/grads; n = 0 when absent */
   size_t rm_off, rv_off;         /* batchnorm running mean/var, into buffers */
@@ -46,7 +54,13 @@ typedef struct xd_model {
 
 /* Text of a preset for a given input size, or NULL if `name` is not a preset. Caller frees. */
 char *xd_model_preset_text(const char *name, int channels, int height, int width);
-const char *xd_model_preset_names(void); /* "keras-seed, tripathi5, petre-bn, default" */
+const char *xd_model_preset_names(void); /* "keras-seed, tripathi5, petre-bn, resnet-s, ..., default" */
+/* The training recipe that travels with a preset: train options (as on the command line, e.g.
+ * "--optimizer adamw --lr 2e-3 ...") applied before the user's own, or NULL when the preset has none. */
+const char *xd_model_preset_recipe(const char *name);
+/* Index of the layer whose output Grad-CAM explains: the producer of the last 4-D tensor that feeds a
+ * globalavgpool or flatten (the last conv-like feature map), or -1. */
+int xd_model_cam_layer(const xd_model *m);
 
 /* Parses and builds. `source` names the text in errors ("model.txt" or "preset keras-seed"):
  * "model.txt:7: dense after a 4-D tensor needs a flatten first". Parameters are zero; call xd_model_init. */
@@ -78,9 +92,12 @@ typedef struct xd_reducer {
 typedef struct xd_workspace {
   int batch;                 /* samples per forward pass on this rank */
   float **act;               /* act[0] input [B,in], act[l+1] output of layer l (flatten aliases) */
-  float *dbuf[2];            /* ping-pong gradient buffers, the largest activation each */
   int32_t **argmax;          /* maxpool layers */
-  float **bn_mean, **bn_invstd;
+  float **bn_mean, **bn_invstd; /* batchnorm: per channel; standardize: per sample (mean unused) */
+  float **gpool;             /* backward: gradient buffers (the largest activation each), reused by liveness */
+  int ngpool;
+  float **grad_of;           /* backward: the gradient buffer of each tensor, nlayers + 1 */
+  int *gfree;                /* stack of free gpool indices */
   double *bn_stats;          /* 2 * max channels */
   float *scratch;
   size_t scratch_n;

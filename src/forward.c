@@ -21,6 +21,197 @@ static xd_pool_dims pool_dims(const xd_layer *L, int B) {
   return d;
 }
 
+/* ---- per-kind table: one forward and one backward per layer kind ----
+ * fwd: x = tensor in0 [B, in], y = this layer's output [B, out] (the fused activation is applied by the
+ * caller). bwd: dy = gradient w.r.t. the output (after the activation's backward), dx[k] = gradient
+ * w.r.t. input k (NULL when not needed: the model input); kernels overwrite dx and the layer's grads. */
+typedef struct layer_io {
+  xd_model *m;
+  xd_workspace *ws;
+  const xd_step_ctx *c;
+  int i, B;
+  const xd_layer *L;
+} layer_io;
+typedef void (*fwd_fn)(const layer_io *io, const float *x, float *y);
+typedef void (*bwd_fn)(const layer_io *io, const float *x, const float *dy, float *dx[2]);
+
+#define W_(io) ((io)->m->params + (io)->L->w_off)
+#define B_(io) ((io)->m->params + (io)->L->b_off)
+#define GW_(io) ((io)->m->grads + (io)->L->w_off)
+#define GB_(io) ((io)->m->grads + (io)->L->b_off)
+#define NOUT(io) ((size_t)(io)->B * out_size((io)->L))
+
+static void conv_fwd(const layer_io *io, const float *x, float *y) {
+  xd_conv_dims d = conv_dims(io->L, io->B);
+  conv2d_forward(&d, x, W_(io), B_(io), y, io->ws->scratch);
+}
+static void conv_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  xd_conv_dims d = conv_dims(io->L, io->B);
+  conv2d_backward(&d, x, W_(io), dy, dx[0], GW_(io), GB_(io), io->ws->scratch);
+}
+static void dense_fwd(const layer_io *io, const float *x, float *y) {
+  dense_forward(io->B, io->L->in_c, io->L->out_c, x, W_(io), B_(io), y);
+}
+static void dense_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  dense_backward(io->B, io->L->in_c, io->L->out_c, x, W_(io), dy, dx[0], GW_(io), GB_(io));
+}
+static void maxpool_fwd(const layer_io *io, const float *x, float *y) {
+  xd_pool_dims d = pool_dims(io->L, io->B);
+  maxpool_forward(&d, x, y, io->ws->argmax[io->i]);
+}
+static void maxpool_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  xd_pool_dims d = pool_dims(io->L, io->B);
+  if (dx[0]) maxpool_backward(&d, dy, io->ws->argmax[io->i], dx[0]);
+}
+static void avgpool_fwd(const layer_io *io, const float *x, float *y) {
+  xd_pool_dims d = pool_dims(io->L, io->B);
+  avgpool_forward(&d, x, y);
+}
+static void avgpool_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  xd_pool_dims d = pool_dims(io->L, io->B);
+  if (dx[0]) avgpool_backward(&d, dy, dx[0]);
+}
+static void gap_fwd(const layer_io *io, const float *x, float *y) {
+  globalavgpool_forward(io->B, io->L->in_c, io->L->in_h * io->L->in_w, x, y);
+}
+static void gap_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  if (dx[0]) globalavgpool_backward(io->B, io->L->in_c, io->L->in_h * io->L->in_w, dy, dx[0]);
+}
+static void bn_fwd(const layer_io *io, const float *x, float *y) {
+  const xd_layer *L = io->L;
+  const xd_step_ctx *c = io->c;
+  xd_workspace *ws = io->ws;
+  int HW = L->in_h * L->in_w, B = io->B;
+  float *rm = io->m->buffers + L->rm_off, *rv = io->m->buffers + L->rv_off;
+  if (c->training) {
+    batchnorm_stats(B, L->in_c, HW, x, ws->bn_stats);
+    double count = (double)B * HW;
+    if (c->sync_bn && c->sync_bn->sum_doubles) {
+      c->sync_bn->sum_doubles(c->sync_bn->ctx, ws->bn_stats, 2 * L->in_c);
+      count = (double)c->global_batch * HW;
+    }
+    batchnorm_forward_train(B, L->in_c, HW, x, ws->bn_stats, count, W_(io), B_(io), L->p.bn.eps, L->p.bn.momentum, y,
+                            ws->bn_mean[io->i], ws->bn_invstd[io->i], rm, rv);
+  } else {
+    batchnorm_forward_eval(B, L->in_c, HW, x, W_(io), B_(io), rm, rv, L->p.bn.eps, y);
+  }
+}
+static void bn_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  const xd_layer *L = io->L;
+  const xd_step_ctx *c = io->c;
+  xd_workspace *ws = io->ws;
+  int HW = L->in_h * L->in_w, B = io->B;
+  const float *w = W_(io);
+  if (!c->training) { /* Grad-CAM through a frozen batchnorm: a per-channel scale */
+    if (!dx[0]) return;
+    const float *rv = io->m->buffers + L->rv_off;
+    for (int64_t s = 0; s < (int64_t)B * L->in_c; s++) {
+      int ch = (int)(s % L->in_c);
+      float k = w[ch] / sqrtf(rv[ch] + L->p.bn.eps);
+      for (int j = 0; j < HW; j++) dx[0][s * HW + j] = dy[s * HW + j] * k;
+    }
+    return;
+  }
+  batchnorm_backward_stats(B, L->in_c, HW, x, dy, ws->bn_mean[io->i], ws->bn_invstd[io->i], ws->bn_stats, GW_(io),
+                           GB_(io));
+  double count = (double)B * HW;
+  if (c->sync_bn && c->sync_bn->sum_doubles) {
+    c->sync_bn->sum_doubles(c->sync_bn->ctx, ws->bn_stats, 2 * L->in_c);
+    count = (double)c->global_batch * HW;
+  }
+  if (dx[0])
+    batchnorm_backward(B, L->in_c, HW, x, dy, ws->bn_mean[io->i], ws->bn_invstd[io->i], w, ws->bn_stats, count, dx[0]);
+}
+static uint64_t dropout_key(const xd_step_ctx *c, int layer) {
+  return xd_key(c->seed, XD_STREAM_DROPOUT, c->step, (uint64_t)layer);
+}
+static void dropout_fwd(const layer_io *io, const float *x, float *y) {
+  size_t on = out_size(io->L);
+  if (io->c->training && io->L->p.dropout.rate > 0)
+    dropout_forward((int64_t)io->B * on, io->L->p.dropout.rate, dropout_key(io->c, io->i),
+                    (uint64_t)io->c->first_sample * on, x, y);
+  else
+    memcpy(y, x, NOUT(io) * sizeof(float));
+}
+static void dropout_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  size_t on = out_size(io->L);
+  if (!dx[0]) return;
+  if (io->c->training && io->L->p.dropout.rate > 0)
+    dropout_backward((int64_t)io->B * on, io->L->p.dropout.rate, dropout_key(io->c, io->i),
+                     (uint64_t)io->c->first_sample * on, dy, dx[0]);
+  else
+    memcpy(dx[0], dy, NOUT(io) * sizeof(float));
+}
+static void copy_fwd(const layer_io *io, const float *x, float *y) { memcpy(y, x, NOUT(io) * sizeof(float)); }
+static void copy_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  if (dx[0]) memcpy(dx[0], dy, NOUT(io) * sizeof(float));
+}
+static void add_fwd(const layer_io *io, const float *x, float *y) {
+  add_forward((int64_t)NOUT(io), x, io->ws->act[io->L->in1], y);
+}
+static void add_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  for (int k = 0; k < 2; k++)
+    if (dx[k]) memcpy(dx[k], dy, NOUT(io) * sizeof(float));
+}
+static void stdz_fwd(const layer_io *io, const float *x, float *y) {
+  standardize_forward(io->B, (int64_t)out_size(io->L), io->L->p.stdz.eps, x, y, io->ws->bn_invstd[io->i]);
+}
+static void stdz_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
+  if (dx[0])
+    standardize_backward(io->B, (int64_t)out_size(io->L), io->ws->act[io->i + 1], io->ws->bn_invstd[io->i], dy, dx[0]);
+}
+
+static const struct {
+  fwd_fn fwd;
+  bwd_fn bwd;
+  int fused_act; /* the kind carries an activation applied to its output */
+} KIND[XD_L_NKINDS] = {
+    [XD_L_CONV] = {conv_fwd, conv_bwd, 1},
+    [XD_L_MAXPOOL] = {maxpool_fwd, maxpool_bwd, 0},
+    [XD_L_AVGPOOL] = {avgpool_fwd, avgpool_bwd, 0},
+    [XD_L_GAP] = {gap_fwd, gap_bwd, 0},
+    [XD_L_BATCHNORM] = {bn_fwd, bn_bwd, 1},
+    [XD_L_DROPOUT] = {dropout_fwd, dropout_bwd, 0},
+    [XD_L_FLATTEN] = {NULL, NULL, 0}, /* aliases its input: no work either way */
+    [XD_L_DENSE] = {dense_fwd, dense_bwd, 1},
+    [XD_L_ACT] = {copy_fwd, copy_bwd, 1},
+    [XD_L_ADD] = {add_fwd, add_bwd, 1},
+    [XD_L_STANDARDIZE] = {stdz_fwd, stdz_bwd, 0},
+};
+
+static int has_act(const xd_model *m, int i) {
+  const xd_layer *L = &m->layers[i];
+  /* the last layer's activation is fused into the loss: its buffer keeps the logits */
+  return KIND[L->kind].fused_act && L->act != XD_ACT_LINEAR && i != m->nlayers - 1;
+}
+
+/* ---- gradient buffers: tensor t's gradient lives from its last consumer's backward to its producer's ---- */
+
+static float *gbuf_get(xd_workspace *w, int *nfree, int *peak, int dry) {
+  if (dry) {
+    (*nfree)--;
+    if (-*nfree > *peak) *peak = -*nfree;
+    return (float *)w; /* any non-NULL marker */
+  }
+  return w->gpool[w->gfree[--*nfree]];
+}
+static void gbuf_put(xd_workspace *w, float *b, int *nfree, int dry) {
+  if (dry) {
+    (*nfree)++;
+    return;
+  }
+  for (int k = 0; k < w->ngpool; k++)
+    if (w->gpool[k] == b) {
+      w->gfree[(*nfree)++] = k;
+      return;
+    }
+}
+static int is_pool_buf(const xd_workspace *w, const float *b) {
+  for (int k = 0; k < w->ngpool; k++)
+    if (w->gpool[k] == b) return 1;
+  return 0;
+}
+
 int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e) {
   memset(w, 0, sizeof *w);
   w->batch = batch;
@@ -29,7 +220,8 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
   w->argmax = calloc((size_t)n, sizeof *w->argmax);
   w->bn_mean = calloc((size_t)n, sizeof *w->bn_mean);
   w->bn_invstd = calloc((size_t)n, sizeof *w->bn_invstd);
-  if (!w->act || !w->argmax || !w->bn_mean || !w->bn_invstd) goto oom;
+  w->grad_of = calloc((size_t)n + 1, sizeof *w->grad_of);
+  if (!w->act || !w->argmax || !w->bn_mean || !w->bn_invstd || !w->grad_of) goto oom;
   size_t in_n = (size_t)m->in_c * m->in_h * m->in_w, maxn = in_n, scratch = 0;
   int maxc = 1, nthreads = omp_get_max_threads();
   if (!(w->act[0] = xd_alloc((size_t)batch * in_n * sizeof(float), "input batch", e))) goto fail;
@@ -38,7 +230,7 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
     size_t on = out_size(L);
     if (on > maxn) maxn = on;
     if (L->kind == XD_L_FLATTEN) {
-      w->act[i + 1] = w->act[i]; /* same memory, NCHW order is already C,H,W */
+      w->act[i + 1] = w->act[L->in0]; /* same memory, NCHW order is already C,H,W */
       continue;
     }
     if (!(w->act[i + 1] = xd_alloc((size_t)batch * on * sizeof(float), "activations", e))) goto fail;
@@ -50,6 +242,8 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
       if (!(w->bn_invstd[i] = xd_alloc((size_t)L->in_c * sizeof(float), "batchnorm", e))) goto fail;
       if (L->in_c > maxc) maxc = L->in_c;
     }
+    if (L->kind == XD_L_STANDARDIZE && !(w->bn_invstd[i] = xd_alloc((size_t)batch * sizeof(float), "standardize", e)))
+      goto fail;
     if (L->kind == XD_L_CONV) {
       xd_conv_dims d = conv_dims(L, batch);
       size_t s = conv2d_scratch_floats(&d, nthreads);
@@ -59,9 +253,18 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
   w->scratch_n = scratch;
   if (!(w->scratch = xd_alloc((scratch ? scratch : 1) * sizeof(float), "convolution scratch", e))) goto fail;
   if (!(w->bn_stats = xd_alloc(2 * (size_t)maxc * sizeof(double), "batchnorm", e))) goto fail;
-  for (int k = 0; k < 2; k++)
-    if (!(w->dbuf[k] = xd_alloc((size_t)batch * maxn * sizeof(float), "gradient buffers", e))) goto fail;
   if (!(w->dlast = xd_alloc((size_t)batch * m->nout * sizeof(float), "loss gradient", e))) goto fail;
+  /* how many gradient buffers the backward pass holds at once: a dry run of it */
+  {
+    xd_workspace dry = *w;
+    xd_backward((xd_model *)m, &dry, -1, NULL, -1); /* B = -1: count only */
+    w->ngpool = dry.ngpool;
+  }
+  w->gpool = calloc((size_t)w->ngpool + 1, sizeof *w->gpool);
+  w->gfree = calloc((size_t)w->ngpool + 1, sizeof *w->gfree);
+  if (!w->gpool || !w->gfree) goto oom;
+  for (int k = 0; k < w->ngpool; k++)
+    if (!(w->gpool[k] = xd_alloc((size_t)batch * maxn * sizeof(float), "gradient buffers", e))) goto fail;
   return 0;
 oom:
   xd_fail(e, "out of memory allocating the workspace");
@@ -80,172 +283,91 @@ void xd_workspace_free(xd_workspace *w, const xd_model *m) {
     for (int i = 0; i < m->nlayers; i++) xd_free(w->argmax[i]);
   if (w->bn_mean)
     for (int i = 0; i < m->nlayers; i++) xd_free(w->bn_mean[i]), xd_free(w->bn_invstd[i]);
+  if (w->gpool)
+    for (int k = 0; k < w->ngpool; k++) xd_free(w->gpool[k]);
+  free(w->gpool);
+  free(w->gfree);
+  free(w->grad_of);
   free(w->act);
   free(w->argmax);
   free(w->bn_mean);
   free(w->bn_invstd);
   xd_free(w->scratch);
   xd_free(w->bn_stats);
-  xd_free(w->dbuf[0]);
-  xd_free(w->dbuf[1]);
   xd_free(w->dlast);
   memset(w, 0, sizeof *w);
-}
-
-static uint64_t dropout_key(const xd_step_ctx *c, int layer) {
-  return xd_key(c->seed, XD_STREAM_DROPOUT, c->step, (uint64_t)layer);
 }
 
 const float *xd_forward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c) {
   for (int i = 0; i < m->nlayers; i++) {
     const xd_layer *L = &m->layers[i];
-    const float *x = ws->act[i];
+    if (!KIND[L->kind].fwd) continue; /* flatten */
+    layer_io io = {m, ws, c, i, B, L};
     float *y = ws->act[i + 1];
-    const float *w = m->params + L->w_off, *b = m->params + L->b_off;
-    size_t on = out_size(L);
-    /* the last layer's activation is fused into the loss: its buffer keeps the logits */
-    int last = i == m->nlayers - 1;
-    switch (L->kind) {
-      case XD_L_CONV: {
-        xd_conv_dims d = conv_dims(L, B);
-        conv2d_forward(&d, x, w, b, y, ws->scratch);
-        break;
-      }
-      case XD_L_DENSE:
-        dense_forward(B, L->in_c, L->out_c, x, w, b, y);
-        break;
-      case XD_L_MAXPOOL: {
-        xd_pool_dims d = pool_dims(L, B);
-        maxpool_forward(&d, x, y, ws->argmax[i]);
-        break;
-      }
-      case XD_L_AVGPOOL: {
-        xd_pool_dims d = pool_dims(L, B);
-        avgpool_forward(&d, x, y);
-        break;
-      }
-      case XD_L_GAP:
-        globalavgpool_forward(B, L->in_c, L->in_h * L->in_w, x, y);
-        break;
-      case XD_L_BATCHNORM: {
-        int HW = L->in_h * L->in_w;
-        float *rm = m->buffers + L->rm_off, *rv = m->buffers + L->rv_off;
-        if (c->training) {
-          batchnorm_stats(B, L->in_c, HW, x, ws->bn_stats);
-          double count = (double)B * HW;
-          if (c->sync_bn && c->sync_bn->sum_doubles) {
-            c->sync_bn->sum_doubles(c->sync_bn->ctx, ws->bn_stats, 2 * L->in_c);
-            count = (double)c->global_batch * HW;
-          }
-          batchnorm_forward_train(B, L->in_c, HW, x, ws->bn_stats, count, w, b, L->p.bn.eps, L->p.bn.momentum, y,
-                                  ws->bn_mean[i], ws->bn_invstd[i], rm, rv);
-        } else {
-          batchnorm_forward_eval(B, L->in_c, HW, x, w, b, rm, rv, L->p.bn.eps, y);
-        }
-        break;
-      }
-      case XD_L_DROPOUT:
-        if (c->training && L->p.dropout.rate > 0)
-          dropout_forward((int64_t)B * on, L->p.dropout.rate, dropout_key(c, i), (uint64_t)c->first_sample * on, x, y);
-        else
-          memcpy(y, x, (size_t)B * on * sizeof(float));
-        break;
-      case XD_L_FLATTEN:
-        break;
-      case XD_L_ACT:
-        memcpy(y, x, (size_t)B * on * sizeof(float));
-        break;
-    }
-    if ((L->kind == XD_L_CONV || L->kind == XD_L_DENSE || L->kind == XD_L_ACT) && !last && L->act != XD_ACT_LINEAR) {
-      /* softmax normalises per sample over features; elementwise activations see any row split */
-      act_forward(L->act, B, (int64_t)on, y);
-    }
+    KIND[L->kind].fwd(&io, ws->act[L->in0], y);
+    /* softmax normalises per sample over features; elementwise activations see any row split */
+    if (has_act(m, i)) act_forward(L->act, B, (int64_t)out_size(L), y);
   }
   return ws->act[m->nlayers];
 }
 
+/* Backward over the layer graph in reverse order. Each tensor's gradient is a buffer taken from a pool
+ * when its last consumer (in forward order) runs backward and returned when its producer has run; a
+ * tensor read by several layers (a skip connection) accumulates their contributions in a fixed order.
+ * B < 0: a dry run that only counts the buffers needed at once (ws->ngpool). */
 void xd_backward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c, int stop_at) {
-  const float *dy = ws->dlast;
-  int cur = 0; /* which dbuf the next dx goes to */
-  for (int i = m->nlayers - 1; i >= 0; i--) {
+  const int n = m->nlayers, dry = B < 0;
+  int nfree = dry ? 0 : ws->ngpool, peak = 0;
+  if (!dry)
+    for (int k = 0; k < ws->ngpool; k++) ws->gfree[k] = ws->ngpool - 1 - k;
+  for (int t = 0; t <= n; t++) ws->grad_of[t] = NULL;
+  ws->grad_of[n] = ws->dlast;
+  for (int i = n - 1; i >= 0; i--) {
     const xd_layer *L = &m->layers[i];
-    size_t on = out_size(L);
-    int last = i == m->nlayers - 1;
-    float *gw = m->grads + L->w_off, *gb = m->grads + L->b_off;
-    const float *w = m->params + L->w_off;
-    const float *x = ws->act[i];
+    const size_t count = dry ? 0 : (size_t)B * out_size(L);
+    float *dy = ws->grad_of[i + 1];
     if (i == stop_at) { /* gradient w.r.t. the layer's (activated) output: Grad-CAM's dA */
       ws->gradcam_dy = dy;
       return;
     }
-    if ((L->kind == XD_L_CONV || L->kind == XD_L_DENSE || L->kind == XD_L_ACT) && !last && L->act != XD_ACT_LINEAR) {
-      /* dy is always one of our own buffers here (the last layer never gets here) */
-      act_backward(L->act, B, (int64_t)on, ws->act[i + 1], (float *)dy);
+    if (!dy) continue; /* cannot happen: every output but the last has a consumer */
+    if (!dry && has_act(m, i)) /* dy is one of our own buffers here (the last layer never gets here) */
+      act_backward(L->act, B, (int64_t)out_size(L), ws->act[i + 1], dy);
+    const int in[2] = {L->in0, L->in1};
+    float *dx[2] = {NULL, NULL}, *acc[2] = {NULL, NULL};
+    int handed_over = 0;
+    for (int k = 0; k < 2; k++) {
+      int t = in[k];
+      if (t <= 0) continue; /* no input, or the model input: no gradient needed */
+      if (L->kind == XD_L_FLATTEN && !ws->grad_of[t]) { /* same layout: the gradient buffer changes hands */
+        ws->grad_of[t] = dy;
+        handed_over = 1;
+        continue;
+      }
+      if (L->kind == XD_L_FLATTEN) { /* a second consumer: accumulate dy directly */
+        acc[k] = ws->grad_of[t];
+        dx[k] = dy;
+        continue;
+      }
+      if (!ws->grad_of[t]) {
+        dx[k] = ws->grad_of[t] = gbuf_get(ws, &nfree, &peak, dry);
+      } else {
+        acc[k] = ws->grad_of[t];
+        dx[k] = gbuf_get(ws, &nfree, &peak, dry);
+      }
     }
-    float *dx = i == 0 ? NULL : ws->dbuf[cur];
-    switch (L->kind) {
-      case XD_L_CONV: {
-        xd_conv_dims d = conv_dims(L, B);
-        conv2d_backward(&d, x, w, dy, dx, gw, gb, ws->scratch);
-        break;
-      }
-      case XD_L_DENSE:
-        dense_backward(B, L->in_c, L->out_c, x, w, dy, dx, gw, gb);
-        break;
-      case XD_L_MAXPOOL: {
-        xd_pool_dims d = pool_dims(L, B);
-        if (dx) maxpool_backward(&d, dy, ws->argmax[i], dx);
-        break;
-      }
-      case XD_L_AVGPOOL: {
-        xd_pool_dims d = pool_dims(L, B);
-        if (dx) avgpool_backward(&d, dy, dx);
-        break;
-      }
-      case XD_L_GAP:
-        if (dx) globalavgpool_backward(B, L->in_c, L->in_h * L->in_w, dy, dx);
-        break;
-      case XD_L_BATCHNORM: {
-        int HW = L->in_h * L->in_w;
-        if (!c->training) { /* Grad-CAM through a frozen batchnorm: a per-channel scale */
-          if (!dx) break;
-          const float *rv = m->buffers + L->rv_off;
-          for (int64_t s = 0; s < (int64_t)B * L->in_c; s++) {
-            int ch = (int)(s % L->in_c);
-            float k = w[ch] / sqrtf(rv[ch] + L->p.bn.eps);
-            for (int j = 0; j < HW; j++) dx[s * HW + j] = dy[s * HW + j] * k;
-          }
-          break;
-        }
-        batchnorm_backward_stats(B, L->in_c, HW, x, dy, ws->bn_mean[i], ws->bn_invstd[i], ws->bn_stats, gw, gb);
-        double count = (double)B * HW;
-        if (c->sync_bn && c->sync_bn->sum_doubles) {
-          c->sync_bn->sum_doubles(c->sync_bn->ctx, ws->bn_stats, 2 * L->in_c);
-          count = (double)c->global_batch * HW;
-        }
-        if (dx) batchnorm_backward(B, L->in_c, HW, x, dy, ws->bn_mean[i], ws->bn_invstd[i], w, ws->bn_stats, count, dx);
-        break;
-      }
-      case XD_L_DROPOUT:
-        if (dx) {
-          if (c->training && L->p.dropout.rate > 0)
-            dropout_backward((int64_t)B * on, L->p.dropout.rate, dropout_key(c, i), (uint64_t)c->first_sample * on, dy, dx);
-          else
-            memcpy(dx, dy, (size_t)B * on * sizeof(float));
-        }
-        break;
-      case XD_L_FLATTEN:
-        dx = NULL; /* pass dy through unchanged: same memory layout */
-        break;
-      case XD_L_ACT:
-        if (dx) memcpy(dx, dy, (size_t)B * on * sizeof(float));
-        break;
+    if (!dry && KIND[L->kind].bwd) {
+      layer_io io = {m, ws, c, i, B, L};
+      KIND[L->kind].bwd(&io, ws->act[L->in0], dy, dx);
     }
-    if (dx) {
-      dy = dx;
-      cur ^= 1;
+    for (int k = 0; k < 2; k++) {
+      if (!acc[k]) continue;
+      if (!dry) add_forward((int64_t)count, acc[k], dx[k], acc[k]);
+      if (dx[k] != dy) gbuf_put(ws, dx[k], &nfree, dry);
     }
+    if (!handed_over && i + 1 != n && (dry || is_pool_buf(ws, dy))) gbuf_put(ws, dy, &nfree, dry);
   }
+  if (dry) ws->ngpool = peak;
 }
 
 void xd_probs(const xd_model *m, int B, const float *logits, float *out) {

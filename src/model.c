@@ -55,25 +55,83 @@ static const char *const PRESET_PETRE_BN =
     "dropout 0.25\n"
     "dense 1 sigmoid\n";
 
-static const char *preset_body(const char *name) {
-  if (!strcmp(name, "keras-seed") || !strcmp(name, "default")) return PRESET_KERAS_SEED;
-  if (!strcmp(name, "tripathi5")) return PRESET_TRIPATHI5;
-  if (!strcmp(name, "petre-bn")) return PRESET_PETRE_BN;
+/* A small residual network (He et al. 2016 basic blocks) for 1-channel X-rays: per-image
+ * standardisation, a stem conv W + BN + ReLU + 2x2 max pool, three basic blocks of 2W, 4W, 8W channels
+ * with stride 2 (3x3 convs, BN, ReLU; a 1x1 stride-2 conv + BN on the skip path), global average
+ * pooling, dropout, one logit. PyTorch-equivalent padding (pad=1). */
+static char *resnet_body(int w) {
+  size_t cap = 4096, n = 0;
+  char *t = malloc(cap);
+  if (!t) return NULL;
+#define EMIT(...) n += (size_t)snprintf(t + n, cap - n, __VA_ARGS__)
+  EMIT("standardize\n");
+  EMIT("conv %d 3x3 pad=1\nbatchnorm relu\nmaxpool 2x2 name=stem\n", w);
+  const char *prev = "stem";
+  static const char *const names[] = {"block1", "block2", "block3"};
+  for (int b = 0; b < 3; b++) {
+    int c = w << (b + 1);
+    EMIT("conv %d 3x3 stride=2 pad=1\nbatchnorm relu\nconv %d 3x3 pad=1\nbatchnorm name=%s_main\n", c, c, names[b]);
+    EMIT("conv %d 1x1 stride=2 in=%s\nbatchnorm\nadd %s_main relu name=%s\n", c, prev, names[b], names[b]);
+    prev = names[b];
+  }
+  EMIT("globalavgpool\ndropout 0.2\ndense 1 sigmoid\n");
+#undef EMIT
+  return t;
+}
+
+/* The recipe of the default model, chosen by scripts/study.sh (docs/results.md says why). */
+#define DEFAULT_PRESET "resnet-s"
+static const char *const DEFAULT_RECIPE =
+    "--optimizer adamw --lr 2e-3 --weight-decay 5e-4 --warmup 1 --schedule cosine --epochs 20 --batch 32 "
+    "--augment shortcut --class-weight balanced --ema 0.998 --sync-bn --monitor last --patience 0";
+
+static const char *alias(const char *name) { return !strcmp(name, "default") ? DEFAULT_PRESET : name; }
+
+/* Body of a preset (malloc'd), or NULL. */
+static char *preset_body(const char *name) {
+  name = alias(name);
+  if (!strcmp(name, "keras-seed")) return xd_strdup(PRESET_KERAS_SEED);
+  if (!strcmp(name, "tripathi5")) return xd_strdup(PRESET_TRIPATHI5);
+  if (!strcmp(name, "petre-bn")) return xd_strdup(PRESET_PETRE_BN);
+  if (!strcmp(name, "resnet-s")) return resnet_body(16);
+  if (!strcmp(name, "resnet-m")) return resnet_body(24);
   return NULL;
 }
 
 const char *xd_model_preset_names(void) {
-  return "keras-seed, tripathi5, petre-bn, default (= keras-seed)";
+  return "keras-seed, tripathi5, petre-bn, resnet-s, resnet-m, default (= " DEFAULT_PRESET " with its recipe)";
 }
 
+const char *xd_model_preset_recipe(const char *name) { return !strcmp(name, "default") ? DEFAULT_RECIPE : NULL; }
+
 char *xd_model_preset_text(const char *name, int channels, int height, int width) {
-  const char *body = preset_body(name);
+  char *body = preset_body(name);
   if (!body) return NULL;
   size_t n = strlen(body) + 128;
   char *t = malloc(n);
-  if (!t) return NULL;
-  snprintf(t, n, "# preset %s\ninput %dx%dx%d\n%s", name, channels, height, width, body);
+  if (t) snprintf(t, n, "# preset %s\ninput %dx%dx%d\n%s", alias(name), channels, height, width, body);
+  free(body);
   return t;
+}
+
+int xd_model_cam_layer(const xd_model *m) {
+  int best = -1;
+  for (int i = 0; i < m->nlayers; i++) {
+    const xd_layer *L = &m->layers[i];
+    if ((L->kind == XD_L_GAP || L->kind == XD_L_FLATTEN) && L->in0 > 0) best = L->in0 - 1;
+  }
+  /* a pooled or dropped-out map explains less finely than the map it was made from */
+  while (best >= 0) {
+    const xd_layer *P = &m->layers[best];
+    if ((P->kind == XD_L_MAXPOOL || P->kind == XD_L_AVGPOOL || P->kind == XD_L_DROPOUT) && P->in0 > 0)
+      best = P->in0 - 1;
+    else
+      break;
+  }
+  if (best < 0) /* no head to explain: the last conv */
+    for (int i = 0; i < m->nlayers; i++)
+      if (m->layers[i].kind == XD_L_CONV) best = i;
+  return best;
 }
 
 /* ---- parsing ---- */
@@ -143,8 +201,17 @@ static int parse_fail(parse_ctx *pc, const char *fmt, ...) {
   return xd_fail(pc->e, "%s:%d: %s", pc->source, pc->line, msg);
 }
 
-/* key=value options after the positional arguments */
-static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok) {
+/* Names a layer may take (and refer to): a letter or '_' then letters, digits, '_', '-', '.'. */
+static int valid_name(const char *s) {
+  if (!*s || strlen(s) >= XD_NAME_MAX || !(isalpha((unsigned char)*s) || *s == '_')) return 0;
+  for (; *s; s++)
+    if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == '.')) return 0;
+  return 1;
+}
+
+/* key=value options after the positional arguments; `in=` and the add's reference are kept as text in
+ * refs[] and resolved once the line is known to be well formed. */
+static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok, char refs[2][XD_NAME_MAX]) {
   const char *eq = strchr(tok, '=');
   if (!eq) return PFAIL(pc, "unexpected '%s'", tok);
   char key[32];
@@ -153,6 +220,27 @@ static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok) {
   memcpy(key, tok, kl);
   key[kl] = 0;
   const char *val = eq + 1;
+  if (!strcmp(key, "name") || !strcmp(key, "in")) {
+    if (!valid_name(val) || (!strcmp(key, "name") && !strcmp(val, "input")))
+      return PFAIL(pc, "bad %s '%s' (a letter or '_', then letters, digits, '_', '-', '.'; at most %d characters%s)",
+                   key, val, XD_NAME_MAX - 1, !strcmp(key, "name") ? "; 'input' is reserved" : "");
+    snprintf(!strcmp(key, "name") ? L->name : refs[0], XD_NAME_MAX, "%s", val);
+    return 0;
+  }
+  if (L->kind == XD_L_STANDARDIZE && !strcmp(key, "eps")) {
+    float v;
+    if (parse_float(val, &v) || !(v > 0)) return PFAIL(pc, "bad eps '%s' (a positive number)", val);
+    L->p.stdz.eps = v;
+    return 0;
+  }
+  if (L->kind == XD_L_CONV && !strcmp(key, "pad") && isdigit((unsigned char)val[0])) {
+    int pv;
+    if (!strcmp(val, "0")) pv = 0;
+    else if (parse_int(val, &pv)) return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%s'", val);
+    L->p.conv.same = 2; /* explicit, symmetric: PyTorch's padding=N */
+    L->p.conv.pad_top = L->p.conv.pad_left = pv;
+    return 0;
+  }
   if (L->kind == XD_L_CONV && !strcmp(key, "stride")) {
     if (parse_int(val, &L->p.conv.stride)) return PFAIL(pc, "stride must be a positive integer, got '%s'", val);
     return 0;
@@ -160,7 +248,7 @@ static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok) {
   if (L->kind == XD_L_CONV && !strcmp(key, "pad")) {
     if (!strcmp(val, "same")) L->p.conv.same = 1;
     else if (!strcmp(val, "valid")) L->p.conv.same = 0;
-    else return PFAIL(pc, "pad must be same or valid, got '%s'", val);
+    else return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%s'", val);
     return 0;
   }
   if ((L->kind == XD_L_MAXPOOL || L->kind == XD_L_AVGPOOL) && !strcmp(key, "stride")) {
@@ -181,10 +269,13 @@ static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok) {
   return PFAIL(pc, "unknown option '%s' for this layer", key);
 }
 
-static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_input, int in_dims[3]) {
+static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_input, int in_dims[3],
+                      char refs[2][XD_NAME_MAX]) {
   memset(L, 0, sizeof *L);
   L->line = pc->line;
   L->act = XD_ACT_LINEAR;
+  L->in1 = -1;
+  refs[0][0] = refs[1][0] = 0;
   *is_input = 0;
   const char *k = tok[0];
   int pos = 1; /* next token */
@@ -219,6 +310,24 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
     L->kind = XD_L_BATCHNORM;
     L->p.bn.eps = 1e-5f;
     L->p.bn.momentum = 0.1f;
+    if (pos < nt && !strchr(tok[pos], '=')) {
+      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
+      pos++;
+    }
+  } else if (!strcmp(k, "add")) {
+    L->kind = XD_L_ADD;
+    if (nt < 2 || strchr(tok[1], '=') || !valid_name(tok[1]))
+      return PFAIL(pc, "expected 'add NAME [ACTIVATION]': the sum of the previous layer's output (or in=) and "
+                       "layer NAME's");
+    snprintf(refs[1], XD_NAME_MAX, "%s", tok[1]);
+    pos = 2;
+    if (pos < nt && !strchr(tok[pos], '=')) {
+      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
+      pos++;
+    }
+  } else if (!strcmp(k, "standardize")) {
+    L->kind = XD_L_STANDARDIZE;
+    L->p.stdz.eps = 1e-3f;
   } else if (!strcmp(k, "dropout")) {
     L->kind = XD_L_DROPOUT;
     if (nt < 2 || parse_float(tok[1], &L->p.dropout.rate) || L->p.dropout.rate < 0 || L->p.dropout.rate >= 1)
@@ -239,9 +348,9 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
     L->act = a;
   } else {
     return PFAIL(pc, "unknown layer '%s' (layers: conv maxpool avgpool globalavgpool batchnorm dropout flatten "
-                     "dense, or an activation)", k);
+                     "dense add standardize, or an activation)", k);
   }
-  for (; pos < nt; pos++) XD_TRY(parse_option(pc, L, tok[pos]));
+  for (; pos < nt; pos++) XD_TRY(parse_option(pc, L, tok[pos], refs));
   return 0;
 }
 
@@ -252,7 +361,14 @@ static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
     case XD_L_CONV: {
       if (flat_in) return PFAIL(pc, "conv needs a 4-D input, but its input is flat (after flatten/dense)");
       int s = L->p.conv.stride, kh = L->p.conv.kh, kw = L->p.conv.kw;
-      if (L->p.conv.same) {
+      if (L->p.conv.same == 2) {
+        int p = L->p.conv.pad_top;
+        if (kh > H + 2 * p || kw > W + 2 * p)
+          return PFAIL(pc, "conv kernel %dx%d is larger than its %dx%d input padded by %d", kh, kw, H, W, p);
+        if (p >= kh || p >= kw) return PFAIL(pc, "pad=%d must be smaller than the %dx%d kernel", p, kh, kw);
+        L->out_h = (H + 2 * p - kh) / s + 1;
+        L->out_w = (W + 2 * p - kw) / s + 1;
+      } else if (L->p.conv.same) {
         int oh = (H + s - 1) / s, ow = (W + s - 1) / s;
         int ph = (oh - 1) * s + kh - H, pw = (ow - 1) * s + kw - W;
         if (ph < 0) ph = 0;
@@ -298,9 +414,13 @@ static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
       L->out_h = L->out_w = 1;
       L->flat = 1;
       break;
+    case XD_L_ADD:
+    case XD_L_STANDARDIZE:
     case XD_L_BATCHNORM:
     case XD_L_DROPOUT:
     case XD_L_ACT:
+      if (L->act == XD_ACT_SOFTMAX && L->kind != XD_L_ACT)
+        return PFAIL(pc, "softmax is only supported on dense layers or as its own layer");
       if (L->kind == XD_L_ACT && L->act == XD_ACT_SOFTMAX && !flat_in)
         return PFAIL(pc, "softmax needs a flat input");
       L->out_c = C;
@@ -308,9 +428,44 @@ static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
       L->out_w = W;
       L->flat = flat_in;
       break;
+    case XD_L_NKINDS:
+      break;
   }
   if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0) return PFAIL(pc, "layer output would be empty");
+  if ((int64_t)L->out_c * L->out_h * L->out_w > (int64_t)1 << 30)
+    return PFAIL(pc, "layer output of %lld values per image is too large", (long long)L->out_c * L->out_h * L->out_w);
   return 0;
+}
+
+static int find_layer(const xd_model *m, const char *name) {
+  for (int i = 0; i < m->nlayers; i++)
+    if (m->layers[i].name[0] && !strcmp(m->layers[i].name, name)) return i;
+  return -1;
+}
+
+/* Tensor index of a reference: "input" is 0, a named earlier layer i is i + 1. Names of later lines
+ * (which would make a cycle) and unknown names fail. */
+static int resolve_ref(parse_ctx *pc, const xd_model *m, const char *name, int *rc) {
+  if (!strcmp(name, "input")) return 0;
+  int i = find_layer(m, name);
+  if (i >= 0) return i + 1;
+  /* a later line? look ahead in the text for name=NAME to give a better message */
+  char names[256] = "";
+  size_t k = 0;
+  for (int j = 0; j < m->nlayers && k + XD_NAME_MAX + 3 < sizeof names; j++)
+    if (m->layers[j].name[0]) k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? ", " : "", m->layers[j].name);
+  *rc = PFAIL(pc, "unknown layer name '%s': a layer can only take the model input or an EARLIER named layer "
+                  "(named so far: %s)", name, k ? names : "none");
+  return -1;
+}
+
+static void tensor_shape(const xd_model *m, int t, int *c, int *h, int *w, int *flat) {
+  if (t == 0) {
+    *c = m->in_c, *h = m->in_h, *w = m->in_w, *flat = 0;
+    return;
+  }
+  const xd_layer *L = &m->layers[t - 1];
+  *c = L->out_c, *h = L->out_h, *w = L->out_w, *flat = L->flat;
 }
 
 int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e) {
@@ -343,7 +498,8 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     if (nt == 0) continue;
     xd_layer L;
     int is_input, dims[3];
-    if ((rc = parse_line(&pc, tok, nt, &L, &is_input, dims))) break;
+    char refs[2][XD_NAME_MAX];
+    if ((rc = parse_line(&pc, tok, nt, &L, &is_input, dims, refs))) break;
     if (is_input) {
       if (have_input || m->nlayers) {
         rc = PFAIL(&pc, "'input' must come once, before any layer");
@@ -359,12 +515,35 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
       rc = PFAIL(&pc, "the first line must be 'input CxHxW'");
       break;
     }
-    const xd_layer *prev = m->nlayers ? &m->layers[m->nlayers - 1] : NULL;
-    L.in_c = prev ? prev->out_c : m->in_c;
-    L.in_h = prev ? prev->out_h : m->in_h;
-    L.in_w = prev ? prev->out_w : m->in_w;
+    /* inputs: the previous line's output unless in= names another; add's second operand by name */
+    L.in0 = m->nlayers;
+    for (int r = 0; r < 2 && rc == 0; r++) {
+      if (!refs[r][0]) continue;
+      int t = resolve_ref(&pc, m, refs[r], &rc);
+      if (rc) break;
+      if (r == 0) L.in0 = t;
+      else L.in1 = t;
+    }
+    if (rc) break;
+    if (L.name[0] && (!strcmp(L.name, "input") || find_layer(m, L.name) >= 0)) {
+      rc = PFAIL(&pc, "layer name '%s' is already used (line %d)", L.name,
+                 m->layers[find_layer(m, L.name)].line);
+      break;
+    }
+    tensor_shape(m, L.in0, &L.in_c, &L.in_h, &L.in_w, &flat);
+    if (L.kind == XD_L_ADD) {
+      int c2, h2, w2, f2;
+      tensor_shape(m, L.in1, &c2, &h2, &w2, &f2);
+      if (c2 != L.in_c || h2 != L.in_h || w2 != L.in_w) {
+        char a[48], b[48];
+        snprintf(a, sizeof a, "%dx%dx%d", L.in_c, L.in_h, L.in_w);
+        snprintf(b, sizeof b, "%dx%dx%d", c2, h2, w2);
+        rc = PFAIL(&pc, "add: shapes differ: %s (%s) vs %s (%s)", a, L.in0 ? "its input" : "the model input", b,
+                   refs[1]);
+        break;
+      }
+    }
     if ((rc = infer_shape(&pc, &L, flat))) break;
-    flat = L.flat;
     if (m->nlayers == (int)cap) {
       cap *= 2;
       xd_layer *nl2 = realloc(m->layers, cap * sizeof *nl2);
@@ -379,6 +558,19 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
   free(buf);
   if (rc == 0 && !have_input) rc = xd_fail(e, "%s: no 'input CxHxW' line", source);
   if (rc == 0 && m->nlayers == 0) rc = xd_fail(e, "%s: no layers", source);
+  if (rc == 0) {
+    for (int i = 0; i < m->nlayers; i++) {
+      const xd_layer *L = &m->layers[i];
+      if (L->in0 > 0) m->layers[L->in0 - 1].consumers++;
+      if (L->in1 > 0) m->layers[L->in1 - 1].consumers++;
+    }
+    for (int i = 0; i + 1 < m->nlayers && rc == 0; i++)
+      if (m->layers[i].consumers == 0) {
+        pc.line = m->layers[i].line;
+        rc = PFAIL(&pc, "the output of this layer%s%s is never used (every layer but the last must feed another)",
+                   m->layers[i].name[0] ? " " : "", m->layers[i].name);
+      }
+  }
   if (rc == 0) {
     xd_layer *last = &m->layers[m->nlayers - 1];
     pc.line = last->line;
@@ -546,26 +738,30 @@ double xd_model_flops_per_image(const xd_model *m, int training) {
 
 static const char *kind_name(xd_layer_kind k) {
   static const char *const n[] = {"conv", "maxpool", "avgpool", "globalavgpool", "batchnorm", "dropout", "flatten",
-                                  "dense", "activation"};
+                                  "dense", "activation", "add", "standardize"};
   return n[k];
 }
 
 void xd_model_summary(const xd_model *m, FILE *f) {
-  fprintf(f, "%-4s %-28s %-14s %10s %12s\n", "#", "layer", "output shape", "params", "MFLOP/image");
+  fprintf(f, "%-4s %-36s %-14s %10s %12s\n", "#", "layer", "output shape", "params", "MFLOP/image");
   char in[32];
   snprintf(in, sizeof in, "%dx%dx%d", m->in_c, m->in_h, m->in_w);
-  fprintf(f, "%-4s %-28s %-14s %10s %12s\n", "", "input", in, "", "");
+  fprintf(f, "%-4s %-36s %-14s %10s %12s\n", "", "input", in, "", "");
   size_t total = 0;
   for (int i = 0; i < m->nlayers; i++) {
     const xd_layer *L = &m->layers[i];
-    char desc[64], shape[32];
+    char desc[96], shape[32];
     if (L->kind == XD_L_CONV)
       snprintf(desc, sizeof desc, "conv %dx%d/%d %s%s", L->p.conv.kh, L->p.conv.kw, L->p.conv.stride,
-               act_name(L->act), L->p.conv.same ? " same" : "");
+               act_name(L->act), L->p.conv.same == 1 ? " same" : (L->p.conv.same == 2 ? " pad" : ""));
     else if (L->kind == XD_L_DENSE)
       snprintf(desc, sizeof desc, "dense %s", act_name(L->act));
     else if (L->kind == XD_L_ACT)
       snprintf(desc, sizeof desc, "%s", act_name(L->act));
+    else if (L->kind == XD_L_ADD)
+      snprintf(desc, sizeof desc, "add %s %s", L->in1 ? m->layers[L->in1 - 1].name : "input", act_name(L->act));
+    else if (L->kind == XD_L_BATCHNORM && L->act != XD_ACT_LINEAR)
+      snprintf(desc, sizeof desc, "batchnorm %s", act_name(L->act));
     else if (L->kind == XD_L_DROPOUT)
       snprintf(desc, sizeof desc, "dropout %.2f", L->p.dropout.rate);
     else if (L->kind == XD_L_MAXPOOL || L->kind == XD_L_AVGPOOL)
@@ -579,10 +775,14 @@ void xd_model_summary(const xd_model *m, FILE *f) {
     size_t np = L->w_n + L->b_n;
     total += np;
     double mf = 2 * layer_macs(L) / 1e6;
+    if (L->name[0] && strlen(desc) + strlen(L->name) + 4 < sizeof desc)
+      snprintf(desc + strlen(desc), sizeof desc - strlen(desc), " [%s]", L->name);
+    if (L->in0 != i && strlen(desc) + 12 < sizeof desc)
+      snprintf(desc + strlen(desc), sizeof desc - strlen(desc), L->in0 ? " <- %d" : " <- input", L->in0 - 1);
     if (mf > 0)
-      fprintf(f, "%-4d %-28s %-14s %10zu %12.2f\n", i, desc, shape, np, mf);
+      fprintf(f, "%-4d %-36s %-14s %10zu %12.2f\n", i, desc, shape, np, mf);
     else
-      fprintf(f, "%-4d %-28s %-14s %10zu %12s\n", i, desc, shape, np, "");
+      fprintf(f, "%-4d %-36s %-14s %10zu %12s\n", i, desc, shape, np, "");
   }
   fprintf(f, "total parameters: %zu; forward %.1f MFLOP/image, training step %.1f MFLOP/image\n", total,
           xd_model_flops_per_image(m, 0) / 1e6, xd_model_flops_per_image(m, 1) / 1e6);

@@ -55,7 +55,7 @@ int main(void) {
   expect_error("input 1x32x32\n\n# comment\nconv 8 40x40 relu\nflatten\ndense 1 sigmoid\n", "m.txt:4: conv kernel 40x40 is larger");
   expect_error("input 1x32x32\nconvolution 8 3x3\n", "m.txt:2: unknown layer 'convolution'");
   expect_error("input 1x32x32\nconv 8 3x3 swish\n", "m.txt:2: unknown activation 'swish'");
-  expect_error("input 1x32x32\nconv 8 3x3 relu pad=full\n", "pad must be same or valid");
+  expect_error("input 1x32x32\nconv 8 3x3 relu pad=full\n", "pad must be same, valid or a number");
   expect_error("input 1x32x32\ndropout 1.5\n", "m.txt:2: expected 'dropout RATE'");
   expect_error("input 1x32x32\nflatten\nflatten\n", "m.txt:3: flatten after an already flat tensor");
   expect_error("input 1x32x32\nflatten\ndense 3 relu\n", "m.txt:3: the last layer must be");
@@ -65,6 +65,40 @@ int main(void) {
   expect_error("input 1x32x32\ninput 1x32x32\n", "m.txt:2: 'input' must come once");
   expect_error("input 1x32x32\nconv 8 3x3 relu stride=0\n", "stride must be a positive integer");
   expect_error("", "no 'input CxHxW' line");
+  /* graphs: names, references, add */
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 name=a\nadd b relu\nflatten\ndense 1 sigmoid\n",
+               "m.txt:3: unknown layer name 'b': a layer can only take the model input or an EARLIER named layer (named so far: a)");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 in=later\nconv 4 3x3 pad=1 name=later\nflatten\ndense 1 sigmoid\n",
+               "m.txt:2: unknown layer name 'later'");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 name=a\nconv 4 3x3 pad=1 name=a\nflatten\ndense 1 sigmoid\n",
+               "m.txt:3: layer name 'a' is already used (line 2)");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 name=a\nconv 4 3x3\nadd a\nflatten\ndense 1 sigmoid\n",
+               "m.txt:4: add: shapes differ: 4x6x6 (its input) vs 4x8x8 (a)");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 name=a\nconv 4 3x3 pad=1\nflatten in=a\ndense 1 sigmoid\n",
+               "m.txt:3: the output of this layer is never used");
+  expect_error("input 1x8x8\nconv 4 3x3 name=9x\n", "m.txt:2: bad name '9x'");
+  expect_error("input 1x8x8\nadd\n", "m.txt:2: expected 'add NAME");
+  expect_error("input 1x8x8\nstandardize eps=0\n", "m.txt:2: bad eps '0'");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=3\n", "m.txt:2: pad=3 must be smaller than the 3x3 kernel");
+  /* a skip connection from the model input, and in=input */
+  CHECK(xd_model_build(&m, "input 1x8x8\nstandardize\nconv 1 3x3 pad=1\nadd input relu name=r\nconv 1 1x1 in=input\n"
+                           "add r\nglobalavgpool\ndense 1 sigmoid\n", "t", &e) == 0);
+  CHECK(m.layers[2].in0 == 2 && m.layers[2].in1 == 0 && m.layers[3].in0 == 0 && m.layers[4].in1 == 3);
+  xd_model_free(&m);
+  /* resnet-s: 128 -> stem 64 -> 32 -> 16 -> 8, 128 channels into the head; PyTorch-style pad=1 */
+  CHECK(xd_model_from_arg(&m, "resnet-s", 1, 128, 128, &e) == 0);
+  {
+    int gap = -1;
+    for (int i = 0; i < m.nlayers; i++)
+      if (m.layers[i].kind == XD_L_GAP) gap = i;
+    CHECK(gap > 0 && m.layers[gap].in_c == 128 && m.layers[gap].in_h == 8 && m.layers[gap].in_w == 8);
+    CHECK(m.layers[1].out_h == 128 && m.layers[1].p.conv.pad_top == 1);
+    CHECK(xd_model_cam_layer(&m) == gap - 1 && m.layers[gap - 1].kind == XD_L_ADD);
+  }
+  xd_model_free(&m);
+  CHECK(xd_model_from_arg(&m, "keras-seed", 1, 128, 128, &e) == 0);
+  CHECK(xd_model_cam_layer(&m) == 2); /* the second conv, not the pool after it */
+  xd_model_free(&m);
 
   /* schedules */
   xd_schedule s;
