@@ -15,6 +15,7 @@ static const struct {
     {"train", cmd_train, "train a model (data-parallel under mpirun)"},
     {"eval", cmd_eval, "clinical metrics of a checkpoint on a dataset split"},
     {"predict", cmd_predict, "per-image probabilities (and Grad-CAM maps) for image files"},
+    {"audit", cmd_audit, "shortcut audit: predictions under perturbations that should not matter"},
     {"bench", cmd_bench, "time training steps of a model on random data"},
     {"info", cmd_info, "describe a dataset or checkpoint file"},
 };
