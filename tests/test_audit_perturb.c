@@ -241,5 +241,5 @@ int main(int argc, char **argv) {
   test_down_nearest();
   test_box();
   test_cam_shares();
-  return check_done("test_audit");
+  return check_done("test_audit_perturb");
 }
