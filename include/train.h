@@ -22,9 +22,12 @@ typedef struct xd_train_opts {
   int patience;
   double min_delta;
   int monitor_auc;       /* 0: val_loss, 1: val_auc */
+  int monitor_last;      /* best.h5 is the latest epoch's model (a recipe with a fixed schedule + EMA) */
+  double ema;            /* EMA decay of the weights kept as the model (0: off) */
   int class_weight;      /* 0 none, 1 balanced, 2 given */
   float cw[2];
-  const char *augment;   /* "none", "default" or a spec */
+  const char *augment;   /* "none", "default", "shortcut" or a spec */
+  const char *recipe;    /* the preset recipe applied before the user's options (for the log), or NULL */
   int resume;
   int64_t max_steps;     /* -1: no limit */
   int no_shuffle, quiet, sync_bn;
@@ -38,10 +41,16 @@ typedef struct xd_train_opts {
 int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e);
 
 /* Augmentation: per-sample random affine warp and intensity jitter of uint8 images into float [0,1].
- * Spec: "none", "default", or comma-separated rot=DEG,shift=FRAC,zoom=FRAC,contrast=FRAC,brightness=FRAC. */
+ * Spec: "none", "default", "shortcut", or comma-separated key=value with keys rot (degrees), shift, zoom,
+ * contrast, brightness, aspect, gamma, noise, erase, border. */
 typedef struct xd_augment {
   int on;
   float rot_deg, shift, zoom, contrast, brightness;
+  float aspect;  /* independent x and y scale: each exp(U(-1,1) * log(1 + aspect)) */
+  float gamma;   /* intensity gamma exp(U(-1,1) * log(1 + gamma)) */
+  float noise;   /* Gaussian pixel noise with sigma U(0, noise) */
+  float erase;   /* probability of erasing one random rectangle (cutout: markers, tubes) */
+  float border;  /* probability of blanking a random frame at the image's edges */
 } xd_augment;
 int xd_augment_parse(const char *spec, xd_augment *a);
 /* src uint8 [H,W] -> dst float [H,W]; key and counter make the draw a function of (seed, step, sample). */

@@ -116,6 +116,10 @@ static int write_all(hid_t f, const xd_model *m, const xd_optimizer *opt, const 
       const float *src = (t[j].buffer ? m->buffers : m->params) + t[j].off;
       snprintf(path, sizeof path, "/params/%d/%s", i, t[j].name);
       XD_TRY(write_tensor(f, path, t[j].rank, t[j].dims, src, e));
+      if (opt && opt->ema) {
+        snprintf(path, sizeof path, "/optim/ema/%d/%s", i, t[j].name);
+        XD_TRY(write_tensor(f, path, t[j].rank, t[j].dims, (t[j].buffer ? opt->ema_buf : opt->ema) + t[j].off, e));
+      }
       if (opt && !t[j].buffer) {
         snprintf(path, sizeof path, "/optim/m/%d/%s", i, t[j].name);
         XD_TRY(write_tensor(f, path, t[j].rank, t[j].dims, opt->m + t[j].off, e));
@@ -161,7 +165,8 @@ static int write_all(hid_t f, const xd_model *m, const xd_optimizer *opt, const 
              attr_f64(g, "lr", opt->c.lr, e) || attr_f64(g, "beta1", opt->c.beta1, e) ||
              attr_f64(g, "beta2", opt->c.beta2, e) || attr_f64(g, "eps", opt->c.eps, e) ||
              attr_f64(g, "momentum", opt->c.momentum, e) || attr_i64(g, "nesterov", opt->c.nesterov, e) ||
-             attr_f64(g, "alpha", opt->c.alpha, e) || attr_f64(g, "weight_decay", opt->c.weight_decay, e);
+             attr_f64(g, "alpha", opt->c.alpha, e) || attr_f64(g, "weight_decay", opt->c.weight_decay, e) ||
+             attr_f64(g, "ema_decay", opt->ema ? opt->ema_decay : 0.0, e);
     H5Gclose(g);
     if (rc) return -1;
   }
@@ -299,13 +304,22 @@ static int load_optim_impl(const char *path, const xd_model *m, xd_optimizer *op
     if (strcmp(kind, xd_opt_name(opt->c.kind)) != 0)
       rc = xd_fail(e, "%s: optimizer state is for '%s', this run uses '%s'", path, kind, xd_opt_name(opt->c.kind));
     read_attr_num(g, "step", H5T_NATIVE_INT64, &opt->step);
+    double ema_decay = 0;
+    read_attr_num(g, "ema_decay", H5T_NATIVE_DOUBLE, &ema_decay);
+    if (rc == 0 && (ema_decay > 0) != (opt->ema != NULL))
+      rc = xd_fail(e, "%s: the run was %s an EMA of the weights, this one is %s (--ema)", path,
+                   ema_decay > 0 ? "trained with" : "trained without", opt->ema ? "with" : "without");
     H5Gclose(g);
   }
   for (int i = 0; rc == 0 && i < m->nlayers; i++) {
     tensor_desc t[4];
     int k = layer_tensors(&m->layers[i], t);
     for (int j = 0; rc == 0 && j < k; j++) {
-      if (t[j].buffer) continue;
+      if (opt->ema) {
+        snprintf(p, sizeof p, "/optim/ema/%d/%s", i, t[j].name);
+        rc = read_tensor(f, path, p, (t[j].buffer ? opt->ema_buf : opt->ema) + t[j].off, t[j].n, e);
+      }
+      if (rc || t[j].buffer) continue;
       snprintf(p, sizeof p, "/optim/m/%d/%s", i, t[j].name);
       rc = read_tensor(f, path, p, opt->m + t[j].off, t[j].n, e);
       snprintf(p, sizeof p, "/optim/v/%d/%s", i, t[j].name);

@@ -8,6 +8,10 @@
 #include "rng.h"
 
 static size_t out_size(const xd_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
+/* values per sample of tensor t (0 = the model input) */
+static size_t tensor_size(const xd_model *m, int t) {
+  return t == 0 ? (size_t)m->in_c * m->in_h * m->in_w : out_size(&m->layers[t - 1]);
+}
 
 static xd_conv_dims conv_dims(const xd_layer *L, int B) {
   xd_conv_dims d = {B, L->in_c, L->in_h, L->in_w, L->out_c, L->p.conv.kh, L->p.conv.kw, L->p.conv.stride,
@@ -324,7 +328,6 @@ void xd_backward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c, int
   ws->grad_of[n] = ws->dlast;
   for (int i = n - 1; i >= 0; i--) {
     const xd_layer *L = &m->layers[i];
-    const size_t count = dry ? 0 : (size_t)B * out_size(L);
     float *dy = ws->grad_of[i + 1];
     if (i == stop_at) { /* gradient w.r.t. the layer's (activated) output: Grad-CAM's dA */
       ws->gradcam_dy = dy;
@@ -362,7 +365,7 @@ void xd_backward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c, int
     }
     for (int k = 0; k < 2; k++) {
       if (!acc[k]) continue;
-      if (!dry) add_forward((int64_t)count, acc[k], dx[k], acc[k]);
+      if (!dry) add_forward((int64_t)B * tensor_size(m, in[k]), acc[k], dx[k], acc[k]);
       if (dx[k] != dy) gbuf_put(ws, dx[k], &nfree, dry);
     }
     if (!handed_over && i + 1 != n && (dry || is_pool_buf(ws, dy))) gbuf_put(ws, dy, &nfree, dry);

@@ -13,8 +13,8 @@ xd_opt_config xd_opt_defaults(xd_opt_kind kind, float lr) {
 }
 
 int xd_opt_parse(const char *s, xd_opt_kind *k) {
-  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad"};
-  for (int i = 0; i < 4; i++)
+  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad", "adamw"};
+  for (int i = 0; i < 5; i++)
     if (!strcmp(s, n[i])) {
       *k = (xd_opt_kind)i;
       return 0;
@@ -23,7 +23,7 @@ int xd_opt_parse(const char *s, xd_opt_kind *k) {
 }
 
 const char *xd_opt_name(xd_opt_kind k) {
-  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad"};
+  static const char *const n[] = {"adam", "sgd", "rmsprop", "adagrad", "adamw"};
   return n[k];
 }
 
@@ -43,7 +43,26 @@ int xd_opt_alloc(xd_optimizer *o, const xd_opt_config *c, size_t n, xd_err *e) {
 void xd_opt_free(xd_optimizer *o) {
   xd_free(o->m);
   xd_free(o->v);
-  o->m = o->v = NULL;
+  xd_free(o->ema);
+  xd_free(o->ema_buf);
+  o->m = o->v = o->ema = o->ema_buf = NULL;
+}
+
+int xd_opt_ema_init(xd_optimizer *o, double decay, const float *params, const float *buffers, size_t nbuf, xd_err *e) {
+  o->ema_decay = decay;
+  o->nbuf = nbuf;
+  o->ema = xd_alloc(o->n * sizeof(float) + 64, "weight EMA", e);
+  o->ema_buf = o->ema ? xd_alloc(nbuf * sizeof(float) + 64, "weight EMA", e) : NULL;
+  if (!o->ema_buf) return -1;
+  memcpy(o->ema, params, o->n * sizeof(float));
+  if (nbuf) memcpy(o->ema_buf, buffers, nbuf * sizeof(float));
+  return 0;
+}
+
+void xd_opt_ema_step(xd_optimizer *o, const float *params, const float *buffers) {
+  if (!o->ema) return;
+  xd_ema_update(o->ema, params, o->n, o->ema_decay, o->step);
+  if (o->nbuf) xd_ema_update(o->ema_buf, buffers, o->nbuf, o->ema_decay, o->step);
 }
 
 /* Each update mirrors torch.optim's single-tensor CPU path (PyTorch 1.13 / 2.x), operation by
@@ -55,14 +74,19 @@ void xd_opt_step(xd_optimizer *o, float *p, const float *grad, float lr) {
   float *m = o->m, *v = o->v;
   o->step++;
   switch (c->kind) {
+    case XD_OPT_ADAMW:
     case XD_OPT_ADAM: {
+      /* AdamW (torch.optim.AdamW): param.mul_(1 - lr * weight_decay) first, then Adam without L2 */
+      const int decoupled = c->kind == XD_OPT_ADAMW;
+      const float shrink = (float)(1.0 - (double)lr * (double)wd), l2 = decoupled ? 0.0f : wd;
       double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
       double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
       const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
       const float b1 = c->beta1, b2 = c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
 #pragma omp parallel for simd schedule(static)
       for (int64_t i = 0; i < n; i++) {
-        float g = grad[i] + wd * p[i];
+        if (decoupled) p[i] = p[i] * shrink;
+        float g = grad[i] + l2 * p[i];
         m[i] = m[i] * b1 + g * omb1;
         v[i] = v[i] * b2 + g * g * omb2;
         float denom = sqrtf(v[i]) / bc2_sqrt + c->eps;
@@ -110,6 +134,27 @@ void xd_opt_step(xd_optimizer *o, float *p, const float *grad, float lr) {
       break;
     }
   }
+}
+
+void xd_ema_update(float *ema, const float *x, size_t n, double decay, int64_t step) {
+  double d = (1.0 + (double)step) / (10.0 + (double)step);
+  if (d > decay) d = decay;
+  const float df = (float)d, omd = (float)(1.0 - d);
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; i++) ema[i] = ema[i] * df + x[i] * omd;
+}
+
+float xd_schedule_lr_step(const xd_schedule *s, float base_lr, int64_t step, int spe, int epochs) {
+  if (s->warmup_epochs <= 0 || spe <= 0) return xd_schedule_lr(s, base_lr, (int)(step / (spe > 0 ? spe : 1)), epochs);
+  const int64_t warm = (int64_t)s->warmup_epochs * spe, total = (int64_t)epochs * spe;
+  if (step < warm) return (float)(base_lr * (double)(step + 1) / (double)warm);
+  if (s->kind == 2) {
+    int64_t span = total - warm > 1 ? total - warm : 1;
+    double t = (double)(step - warm) / (double)span;
+    if (t > 1) t = 1;
+    return (float)(base_lr * (s->min_factor + (1 - s->min_factor) * 0.5 * (1 + cos(3.141592653589793 * t))));
+  }
+  return xd_schedule_lr(s, base_lr, (int)(step / spe), epochs);
 }
 
 int xd_schedule_parse(const char *s, xd_schedule *out) {

@@ -325,11 +325,16 @@ static int setup(run *r, xd_err *e) {
     return xd_fail(e, "'dense 1 sigmoid' needs 2 classes, %s has %d", o->data, r->info.nclasses);
 
   XD_TRY(xd_opt_alloc(&r->opt, &o->opt, r->m.nparams, e));
+  if (o->ema > 0) XD_TRY(xd_opt_ema_init(&r->opt, o->ema, r->m.params, r->m.buffers, r->m.nbuffers, e));
   if (resume_from) {
     if (leader(r)) XD_TRY(xd_checkpoint_load_optim(r->last_path, &r->m, &r->opt, e));
     xd_dist_bcast_idle(d, r->opt.m, (int)(r->m.nparams * sizeof(float)));
     xd_dist_bcast_idle(d, r->opt.v, (int)(r->m.nparams * sizeof(float)));
     xd_dist_bcast_idle(d, &r->opt.step, sizeof r->opt.step);
+    if (r->opt.ema) {
+      xd_dist_bcast_idle(d, r->opt.ema, (int)(r->m.nparams * sizeof(float)));
+      if (r->m.nbuffers) xd_dist_bcast_idle(d, r->opt.ema_buf, (int)(r->m.nbuffers * sizeof(float)));
+    }
   }
   /* one spare tail on the gradient arena for the per-step counters */
   float *g = xd_alloc((r->m.nparams + EX_COUNT) * sizeof(float), "gradients", e);
@@ -344,7 +349,8 @@ static int setup(run *r, xd_err *e) {
   r->meta.nclasses = r->info.nclasses;
   memcpy(r->meta.class_names, r->info.class_names, sizeof r->meta.class_names);
   snprintf(r->meta.command, sizeof r->meta.command, "%s", o->command ? o->command : "");
-  snprintf(r->meta.monitor, sizeof r->meta.monitor, "%s", o->monitor_auc ? "val_auc" : "val_loss");
+  snprintf(r->meta.monitor, sizeof r->meta.monitor, "%s",
+           o->monitor_last ? "last" : (o->monitor_auc ? "val_auc" : "val_loss"));
   snprintf(r->meta.data, sizeof r->meta.data, "%s", o->data);
   return 0;
 }
@@ -365,11 +371,23 @@ static int open_logs(run *r, xd_err *e) {
           r->info.height, r->info.width, (long long)r->train_total, r->info.class_names[0],
           (long long)r->class_count[0], r->info.nclasses > 1 ? r->info.class_names[1] : "-",
           (long long)r->class_count[1], (long long)r->val.n, r->info.source);
-  fprintf(r->log, "optimizer %s lr %g weight decay %g; augment %s; class weights %s\n", xd_opt_name(o->opt.kind),
-          o->opt.lr, o->opt.weight_decay, o->augment, r->cwp ? "on" : "none");
+  if (o->recipe) fprintf(r->log, "recipe of the preset (before the options given): %s\n", o->recipe);
+  fprintf(r->log, "optimizer %s lr %g weight decay %g warm-up %d epoch(s); EMA %g; augment %s; class weights %s%s\n",
+          xd_opt_name(o->opt.kind), o->opt.lr, o->opt.weight_decay, o->sched.warmup_epochs, o->ema, o->augment,
+          r->cwp ? "balanced/given" : "none", o->sync_bn ? "; sync-bn" : "");
   xd_model_summary(&r->m, r->log);
   fflush(r->log);
   return 0;
+}
+
+/* Exchanges the live weights and batchnorm statistics with their EMA (no-op without one). */
+static void ema_swap(run *r) {
+  if (!r->opt.ema) return;
+  float *p = r->m.params, *b = r->m.buffers;
+  r->m.params = r->opt.ema;
+  r->m.buffers = r->opt.ema_buf;
+  r->opt.ema = p;
+  r->opt.ema_buf = b;
 }
 
 static int save_last(run *r, xd_err *e) {
@@ -392,7 +410,7 @@ static void progress(run *r, int epoch, int s, double t0, double loss_sum, doubl
 
 /* One epoch's steps, starting at st.step_in_epoch. Returns 0 epoch done, 1 stop requested (signal or
  * max-steps; last.h5 written), -1 error. */
-static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
+static int run_epoch(run *r, int epoch, float *lr_out, xd_err *e) {
   const xd_train_opts *o = r->o;
   xd_model *m = &r->m;
   const int H = r->info.height, W = r->info.width, lb = r->lb;
@@ -472,7 +490,10 @@ static int run_epoch(run *r, int epoch, float lr, xd_err *e) {
                    (long long)r->st.step);
       break;
     }
+    float lr = xd_schedule_lr_step(&o->sched, o->opt.lr, r->st.step, r->steps_per_epoch, o->epochs);
+    *lr_out = lr;
     xd_opt_step(&r->opt, m->params, m->grads, lr);
+    xd_opt_ema_step(&r->opt, m->params, m->buffers);
     r->st.step++;
     r->st.step_in_epoch = s + 1;
     r->st.part_loss += (double)ex[EX_LOSS] * o->batch;
@@ -537,9 +558,9 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
     goto done;
   }
   for (int epoch = (int)r->st.epoch; epoch < o->epochs; epoch++) {
-    float lr = xd_schedule_lr(&o->sched, o->opt.lr, epoch, o->epochs);
+    float lr = xd_schedule_lr_step(&o->sched, o->opt.lr, r->st.step, r->steps_per_epoch, o->epochs);
     double t_epoch = xd_now() - r->st.part_seconds;
-    int er = run_epoch(r, epoch, lr, e);
+    int er = run_epoch(r, epoch, &lr, e);
     if (er < 0) {
       rc = -1;
       goto done;
@@ -568,12 +589,13 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
     /* rank 0: validate, decide, checkpoint; then tell everyone whether to go on */
     int32_t decision[2] = {0, 0}; /* stop, error */
     if (leader(r)) {
+      ema_swap(r); /* with an EMA, the averaged weights are the model: validated and kept */
       xd_binary_metrics vm;
       memset(&vm, 0, sizeof vm);
       vm.loss = vm.accuracy = vm.roc_auc = vm.precision = vm.recall = vm.specificity = vm.f1 = NAN;
       if (r->has_val) validate(r, &vm);
       double metric = r->has_val ? (o->monitor_auc ? vm.roc_auc : vm.loss) : tl;
-      int better = r->st.best_epoch == 0 ||
+      int better = o->monitor_last || r->st.best_epoch == 0 ||
                    (o->monitor_auc && r->has_val ? metric > r->st.best_metric + o->min_delta
                                                  : metric < r->st.best_metric - o->min_delta);
       if (!isfinite(metric)) better = r->st.best_epoch == 0;
@@ -592,6 +614,7 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       double secs = xd_now() - t_epoch;
       int ok = csv_append(r, epoch + 1, tl, ta, &vm, lr, ips, secs, e) == 0;
       if (ok && better) ok = xd_checkpoint_save(r->best_path, &r->m, NULL, &r->st, &r->meta, e) == 0;
+      ema_swap(r);
       if (ok) ok = save_last(r, e) == 0;
       char comm[48] = "";
       if (d->size > 1) snprintf(comm, sizeof comm, " (all-reduce %.0f%%)", 100.0 * r->allreduce_s / train_secs);

@@ -6,6 +6,9 @@
 #include "cli.h"
 #include "pack.h"
 
+/* One patient's images share this prefix in the Kaggle "Chest X-Ray Images (Pneumonia)" set. */
+#define XD_KAGGLE_GROUP_RE "^(person[0-9]+|IM-[0-9]+|NORMAL2-IM-[0-9]+)"
+
 static const char *const pack_help =
     "usage: xray-dp pack SRC OUT.h5 [--size 128] [--val-fraction 0.1] [--seed 1] [--threads T]\n"
     "                    [--group-regex RE]\n"
@@ -22,8 +25,8 @@ static const char *const pack_help =
     "(the Kaggle set's 16 images), that val is merged into train and a stratified, seeded fraction F of\n"
     "each class of train is moved to val (about round(F * class count) files per class). Files move in\n"
     "groups that never straddle train and val: byte-identical files always form a group (the Kaggle set\n"
-    "has some), and with --group-regex so do files whose names share the expression's match, e.g. one\n"
-    "patient's images, so validation does not see patients that training saw. With F = 0 the val split\n"
+    "has some), and so do files whose names share --group-regex's match (by default the Kaggle set's\n"
+    "patient ids), so validation does not see patients that training saw. With F = 0 the val split\n"
     "of SRC, if any, is kept as it is. The split is decided on the file list, before decoding.\n"
     "\n"
     "Unreadable files (corrupt, truncated, zero-byte, not an image, dimensions over 16384 per side or\n"
@@ -39,8 +42,9 @@ static const char *const pack_help =
     "  --threads T         decoding threads (default: OMP_NUM_THREADS or all cores); the output does\n"
     "                      not depend on T\n"
     "  --group-regex RE    POSIX extended regex on file names; files with the same match (capture\n"
-    "                      group 1 if there is one) go to the same split. Kaggle pneumonia set, by\n"
-    "                      patient: '^(person[0-9]+|IM-[0-9]+|NORMAL2-IM-[0-9]+)'\n"
+    "                      group 1 if there is one) go to the same split. Default: the Kaggle\n"
+    "                      pneumonia set's patient ids, '" XD_KAGGLE_GROUP_RE "'\n"
+    "                      (names that do not match form groups of one); 'none' turns grouping off\n"
     "  -h, --help          show this help\n";
 
 static int usage(const char *msg) {
@@ -49,7 +53,8 @@ static int usage(const char *msg) {
 }
 
 int cmd_pack(int argc, char **argv) {
-  xd_pack_opts o = {.size = 128, .val_fraction = 0.1, .seed = 1, .threads = 0, .progress = 0, .log = stderr};
+  xd_pack_opts o = {.size = 128, .val_fraction = 0.1, .seed = 1, .threads = 0, .progress = 0, .log = stderr,
+                    .group_regex = XD_KAGGLE_GROUP_RE};
   const char *pos[2] = {NULL, NULL};
   int npos = 0;
   for (int i = 1; i < argc; i++) {
@@ -70,7 +75,7 @@ int cmd_pack(int argc, char **argv) {
       o.seed = (uint64_t)x;
     } else if (!strcmp(argv[i], "--group-regex")) {
       if (!(v = arg_value("pack", argc, argv, &i))) return 2;
-      o.group_regex = v;
+      o.group_regex = !strcmp(v, "none") || !*v ? NULL : v;
     } else if (!strcmp(argv[i], "--threads")) {
       if (!(v = arg_value("pack", argc, argv, &i)) || arg_int("pack", "--threads", v, 1, 1024, &x)) return 2;
       o.threads = (int)x;

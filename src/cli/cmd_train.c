@@ -26,23 +26,31 @@ static const char *HELP =
     "split after each epoch, writes DIR/metrics.csv, DIR/train.log, DIR/best.h5 and DIR/last.h5.\n"
     "\n"
     "  --data D.h5          dataset (default data/default.h5, created with `synth` if missing)\n"
-    "  --model PRESET|FILE  keras-seed, tripathi5, petre-bn, default, or a model description file\n"
+    "  --model PRESET|FILE  default (the recipe below), keras-seed, tripathi5, petre-bn, resnet-s, resnet-m,\n"
+    "                       or a model description file (docs/models.md)\n"
     "  --epochs N           default 10\n"
     "  --batch B            GLOBAL batch, divided among ranks (default 32)\n"
     "  --lr LR              learning rate (default 1e-3)\n"
-    "  --optimizer NAME     adam (default), sgd (momentum 0.9), rmsprop, adagrad\n"
+    "  --optimizer NAME     adam (default), adamw (decoupled weight decay), sgd (momentum 0.9), rmsprop, adagrad\n"
     "  --momentum M         SGD/RMSProp momentum (SGD default 0.9, RMSProp 0)\n"
     "  --nesterov           Nesterov momentum for SGD\n"
-    "  --weight-decay WD    L2 penalty added to the gradient, as PyTorch's weight_decay (default 0)\n"
+    "  --weight-decay WD    L2 penalty added to the gradient, as PyTorch's weight_decay (default 0); with\n"
+    "                       adamw the decoupled decay p -= lr*WD*p, as torch.optim.AdamW\n"
     "  --schedule S         lr schedule: constant (default), cosine, cosine:MIN_FACTOR, step:EVERY:GAMMA\n"
+    "  --warmup E           linear lr warm-up over the first E epochs; the lr then changes every step\n"
+    "  --ema DECAY          keep an exponential moving average of the weights (e.g. 0.998): it is what is\n"
+    "                       validated and written to best.h5 (default 0 = off)\n"
     "  --seed S             seeds init, shuffles, dropout, augmentation (default 1)\n"
     "  --init KIND          torch (default: PyTorch's), glorot (Keras'), he\n"
     "  --patience P         early stopping after P epochs without improvement (default 3; 0 = off)\n"
     "  --min-delta D        smallest change that counts as improvement (default 0)\n"
-    "  --monitor M          val_loss (default) or val_auc\n"
+    "  --monitor M          val_loss (default), val_auc, or last (best.h5 = the latest epoch's model)\n"
     "  --class-weight W     none (default), balanced, or W0,W1\n"
     "  --augment A          none (default), default (rot 7 deg, shift 6%, zoom 8%, contrast/brightness\n"
-    "                       jitter; no flips), or rot=DEG,shift=F,zoom=F,contrast=F,brightness=F\n"
+    "                       jitter; no flips), shortcut (aimed at this data's shortcuts: rot 10, shift 8%,\n"
+    "                       independent x/y scale +-25%, gamma/contrast +-30%, brightness 0.1, noise,\n"
+    "                       cutout and border blanking, each with p 0.5), or KEY=V,... with keys rot, shift,\n"
+    "                       zoom, contrast, brightness, aspect, gamma, noise, erase, border\n"
     "  --sync-bn            batchnorm statistics over the global batch (default: each rank's batch)\n"
     "  --out DIR            run directory (default runs/<UTC timestamp>)\n"
     "  --resume             continue from DIR/last.h5 (needs --out); same weights as an uninterrupted run\n"
@@ -52,6 +60,13 @@ static const char *HELP =
     "  --mem-cap MB         largest train shard a rank holds in memory (default 8192); a bigger shard is\n"
     "                       streamed from the file, the next batch read while the current one computes\n"
     "  --quiet              no progress or epoch lines (errors still go to stderr)\n"
+    "\n"
+    "The default model is a recipe, not only a network: --model default (also when --model is not given)\n"
+    "first applies\n"
+    "  --optimizer adamw --lr 2e-3 --weight-decay 5e-4 --warmup 1 --schedule cosine --epochs 20 --batch 32\n"
+    "  --augment shortcut --class-weight balanced --ema 0.998 --sync-bn --monitor last --patience 0\n"
+    "to the network resnet-s; any option given on the command line overrides the recipe's. The other\n"
+    "presets use the plain defaults listed above.\n"
     "\n"
     "SIGTERM or SIGUSR1 makes all ranks finish the current step, rank 0 write last.h5, and exit 0.\n";
 
@@ -92,8 +107,34 @@ int cmd_train(int argc, char **argv) {
   int nesterov = 0;
   int64_t threads = 0;
   char outbuf[256];
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v;
+  /* a preset's recipe goes in front of the user's options, which therefore override it */
+  const char *model_arg = "default";
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--model")) model_arg = argv[i + 1];
+  const char *recipe = xd_model_preset_recipe(model_arg);
+  char *recipe_buf = NULL, **all = NULL;
+  int nall = argc;
+  if (recipe) {
+    recipe_buf = xd_strdup(recipe);
+    all = calloc((size_t)argc + 64, sizeof *all);
+    if (!recipe_buf || !all) {
+      fprintf(stderr, "xray-dp train: out of memory\n");
+      status = 1;
+      goto out;
+    }
+    nall = 0;
+    all[nall++] = argv[0];
+    char *save = NULL;
+    for (char *t = strtok_r(recipe_buf, " ", &save); t && nall < 60; t = strtok_r(NULL, " ", &save)) all[nall++] = t;
+    for (int i = 1; i < argc; i++) all[nall++] = argv[i];
+    o.recipe = recipe;
+  }
+  char **av = all ? all : argv;
+  int ac = nall;
+  double ema = 0;
+  int64_t warmup = 0;
+  for (int i = 1; i < ac; i++) {
+    const char *a = av[i], *v;
     int64_t iv;
     double dv;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -101,7 +142,7 @@ int cmd_train(int argc, char **argv) {
       goto out;
     }
 #define VAL() \
-  if (!(v = arg_value(cmd, argc, argv, &i))) USAGE_FAIL()
+  if (!(v = arg_value(cmd, ac, av, &i))) USAGE_FAIL()
     if (!strcmp(a, "--data")) { VAL(); o.data = v; }
     else if (!strcmp(a, "--model")) { VAL(); o.model = v; }
     else if (!strcmp(a, "--out")) { VAL(); o.out = v; }
@@ -121,6 +162,9 @@ int cmd_train(int argc, char **argv) {
     else if (!strcmp(a, "--class-weight")) { VAL(); cw = v; }
     else if (!strcmp(a, "--augment")) { VAL(); o.augment = v; }
     else if (!strcmp(a, "--sync-bn")) o.sync_bn = 1;
+    else if (!strcmp(a, "--no-sync-bn")) o.sync_bn = 0;
+    else if (!strcmp(a, "--ema")) { VAL(); if (arg_double(cmd, a, v, 0, 0.999999, &ema)) USAGE_FAIL(); }
+    else if (!strcmp(a, "--warmup")) { VAL(); if (arg_int(cmd, a, v, 0, 1000000, &warmup)) USAGE_FAIL(); }
     else if (!strcmp(a, "--resume")) o.resume = 1;
     else if (!strcmp(a, "--max-steps")) { VAL(); if (arg_int(cmd, a, v, 0, INT64_MAX, &iv)) USAGE_FAIL(); o.max_steps = iv; }
     else if (!strcmp(a, "--no-shuffle")) o.no_shuffle = 1;
@@ -135,7 +179,7 @@ int cmd_train(int argc, char **argv) {
   }
   xd_opt_kind kind;
   if (xd_opt_parse(optname, &kind)) {
-    fprintf(stderr, "xray-dp train: --optimizer: expected adam, sgd, rmsprop or adagrad, got '%s'\n", optname);
+    fprintf(stderr, "xray-dp train: --optimizer: expected adam, adamw, sgd, rmsprop or adagrad, got '%s'\n", optname);
     USAGE_FAIL();
   }
   o.opt = xd_opt_defaults(kind, (float)lr);
@@ -154,9 +198,12 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "xray-dp train: --init: expected torch, glorot or he, got '%s'\n", init);
     USAGE_FAIL();
   }
+  o.ema = ema;
+  o.sched.warmup_epochs = (int)warmup;
   if (!strcmp(monitor, "val_auc")) o.monitor_auc = 1;
+  else if (!strcmp(monitor, "last")) o.monitor_last = 1;
   else if (strcmp(monitor, "val_loss")) {
-    fprintf(stderr, "xray-dp train: --monitor: expected val_loss or val_auc, got '%s'\n", monitor);
+    fprintf(stderr, "xray-dp train: --monitor: expected val_loss, val_auc or last, got '%s'\n", monitor);
     USAGE_FAIL();
   }
   if (!strcmp(cw, "none")) o.class_weight = 0;
@@ -172,7 +219,8 @@ int cmd_train(int argc, char **argv) {
   }
   xd_augment aug;
   if (xd_augment_parse(o.augment, &aug)) {
-    fprintf(stderr, "xray-dp train: --augment: expected none, default or rot=DEG,shift=F,zoom=F,contrast=F,brightness=F, got '%s'\n", o.augment);
+    fprintf(stderr, "xray-dp train: --augment: expected none, default, shortcut or KEY=V,... (keys rot, shift, zoom, "
+                    "contrast, brightness, aspect, gamma, noise, erase, border), got '%s'\n", o.augment);
     USAGE_FAIL();
   }
   if (o.resume && !o.out) {
@@ -234,6 +282,8 @@ int cmd_train(int argc, char **argv) {
   }
 out:
   stderr = saved_stderr;
+  free(all);
+  free(recipe_buf);
   xd_dist_finalize(&d);
   if (devnull) fclose(devnull);
   return status;
