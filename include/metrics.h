@@ -61,4 +61,43 @@ void xd_metrics_print_table(FILE *f, const xd_binary_metrics *m, const char *cla
  * write error). */
 int xd_roc_curve_write(FILE *f, int64_t n, const float *prob, const uint8_t *label, xd_err *e);
 
+/* ---- calibration (eval: table, --json, --reliability) ----
+ *
+ * XD_CAL_BINS equal-width bins over [0, 1]: bin b holds b/10 <= p < (b+1)/10, the last one also p = 1.
+ * Cases may be weighted per class (w_neg for label 0, w_pos for label 1; 1 and 1 = plain counts), which
+ * is how `eval --prior` re-weights the split to another prevalence.
+ *   ECE   = sum over bins of (W_b / W) * |mean_prob_b - frac_pos_b|  (W = weights, means weighted)
+ *   Brier = sum of w_i (p_i - y_i)^2 / sum of w_i
+ * Both NAN when n = 0 or a probability is NaN. An empty bin has count 0 and NAN means. */
+#define XD_CAL_BINS 10
+typedef struct xd_calibration {
+  double ece, brier;
+  double bin_lo[XD_CAL_BINS], bin_hi[XD_CAL_BINS];
+  int64_t count[XD_CAL_BINS];                          /* cases in the bin (unweighted) */
+  double mean_prob[XD_CAL_BINS], frac_pos[XD_CAL_BINS]; /* weighted means; NAN when empty */
+} xd_calibration;
+
+void xd_calibration_compute(int64_t n, const float *prob, const uint8_t *label, double w_neg, double w_pos,
+                            xd_calibration *c);
+
+/* The reliability table as CSV: header `bin_lo,bin_hi,count,mean_prob,frac_pos`, one row per bin,
+ * empty fields for an empty bin's means. Returns 0, or -1 if the stream reports an error. */
+int xd_reliability_csv_write(FILE *f, const xd_calibration *c);
+
+/* Mean binary cross-entropy of probabilities (clipped to [1e-7, 1 - 1e-7], as Keras), cases weighted
+ * per class as above: the loss of an averaged (ensemble / TTA) or prior-adjusted probability. */
+double xd_bce_of_probs(int64_t n, const float *prob, const uint8_t *label, double w_neg, double w_pos);
+
+/* xd_metrics_binary with per-class case weights: accuracy, precision, F1 and PR-AUC become those of a
+ * population where each negative counts w_neg and each positive w_pos; recall, specificity, ROC-AUC
+ * and the confusion matrix (raw counts) do not depend on the class mix and stay unweighted.
+ * w_neg = w_pos = 1 is exactly xd_metrics_binary. */
+void xd_metrics_binary_weighted(int64_t n, const float *prob, const uint8_t *label, double threshold,
+                                double w_neg, double w_pos, xd_binary_metrics *m);
+
+/* eval --json: the SPEC keys of xd_metrics_json, then "ece", "brier", "reliability": [{"bin_lo",
+ * "bin_hi", "count", "mean_prob", "frac_pos"}, ...], then `extra` verbatim when not NULL (a fragment
+ * of further members: "\"key\": value, ..." without a leading comma). One line. Returns 0 or -1. */
+int xd_metrics_json_full(FILE *f, const xd_binary_metrics *m, const xd_calibration *c, const char *extra);
+
 #endif

@@ -150,7 +150,7 @@ static void json_number(FILE *f, double v) {
   fputs(buf, f);
 }
 
-int xd_metrics_json(FILE *f, const xd_binary_metrics *m) {
+static void json_body(FILE *f, const xd_binary_metrics *m) {
   const char *keys[] = {"loss", "accuracy", "precision", "recall", "specificity",
                         "f1",   "roc_auc",  "pr_auc",    "threshold"};
   const double vals[] = {m->loss, m->accuracy, m->precision, m->recall,   m->specificity,
@@ -160,8 +160,13 @@ int xd_metrics_json(FILE *f, const xd_binary_metrics *m) {
     fprintf(f, ", \"%s\": ", keys[i]);
     json_number(f, vals[i]);
   }
-  fprintf(f, ", \"confusion\": [[%lld, %lld], [%lld, %lld]]}\n", (long long)m->confusion[0][0],
+  fprintf(f, ", \"confusion\": [[%lld, %lld], [%lld, %lld]]", (long long)m->confusion[0][0],
           (long long)m->confusion[0][1], (long long)m->confusion[1][0], (long long)m->confusion[1][1]);
+}
+
+int xd_metrics_json(FILE *f, const xd_binary_metrics *m) {
+  json_body(f, m);
+  fputs("}\n", f);
   return ferror(f) ? -1 : 0;
 }
 
@@ -232,4 +237,122 @@ int xd_roc_curve_write(FILE *f, int64_t n, const float *prob, const uint8_t *lab
   }
   free(s);
   return ferror(f) ? xd_fail(e, "ROC curve: write error") : 0;
+}
+
+/* ---- weighted metrics, calibration ---- */
+
+static double pr_auc_sorted_weighted(const scored *s, int64_t n, int64_t pos, double w_neg, double w_pos) {
+  if (pos == 0) return NAN;
+  double ap = 0, prev_recall = 0;
+  int64_t tp = 0, fp = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = group_end(s, n, i);
+    for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
+    double recall = (double)tp / (double)pos, wtp = w_pos * (double)tp, wfp = w_neg * (double)fp;
+    ap += (recall - prev_recall) * (wtp + wfp > 0 ? wtp / (wtp + wfp) : 0);
+    prev_recall = recall;
+    i = j;
+  }
+  return ap;
+}
+
+static double wratio(double num, double den) { return den > 0 ? num / den : NAN; }
+
+void xd_metrics_binary_weighted(int64_t n, const float *prob, const uint8_t *label, double threshold,
+                                double w_neg, double w_pos, xd_binary_metrics *m) {
+  xd_metrics_binary(n, prob, label, threshold, m);
+  if (w_neg == 1 && w_pos == 1) return;
+  const double tn = w_neg * (double)m->confusion[0][0], fp = w_neg * (double)m->confusion[0][1];
+  const double fn = w_pos * (double)m->confusion[1][0], tp = w_pos * (double)m->confusion[1][1];
+  m->accuracy = wratio(tp + tn, tp + tn + fp + fn);
+  m->precision = wratio(tp, tp + fp);
+  m->f1 = wratio(2 * tp, 2 * tp + fp + fn);
+  int64_t pos;
+  scored *s = sorted_scores(n, prob, label, &pos);
+  m->pr_auc = s ? pr_auc_sorted_weighted(s, n, pos, w_neg, w_pos) : NAN;
+  free(s);
+}
+
+void xd_calibration_compute(int64_t n, const float *prob, const uint8_t *label, double w_neg, double w_pos,
+                            xd_calibration *c) {
+  double wsum[XD_CAL_BINS] = {0}, psum[XD_CAL_BINS] = {0}, ysum[XD_CAL_BINS] = {0};
+  memset(c, 0, sizeof *c);
+  double wtot = 0, sq = 0;
+  int bad = n <= 0;
+  for (int64_t i = 0; i < n && !bad; i++) {
+    double p = prob[i], y = label[i] != 0, w = label[i] ? w_pos : w_neg;
+    if (isnan(p)) {
+      bad = 1;
+      break;
+    }
+    /* p * 10 is exact in double for a float p, so the bin edges are exact tenths */
+    int b = (int)floor(p * XD_CAL_BINS);
+    b = b < 0 ? 0 : b >= XD_CAL_BINS ? XD_CAL_BINS - 1 : b;
+    c->count[b]++;
+    wsum[b] += w;
+    psum[b] += w * p;
+    ysum[b] += w * y;
+    wtot += w;
+    sq += w * (p - y) * (p - y);
+  }
+  double ece = 0;
+  for (int b = 0; b < XD_CAL_BINS; b++) {
+    c->bin_lo[b] = (double)b / XD_CAL_BINS;
+    c->bin_hi[b] = (double)(b + 1) / XD_CAL_BINS;
+    c->mean_prob[b] = c->count[b] && wsum[b] > 0 ? psum[b] / wsum[b] : NAN;
+    c->frac_pos[b] = c->count[b] && wsum[b] > 0 ? ysum[b] / wsum[b] : NAN;
+    if (!bad && wtot > 0 && wsum[b] > 0) ece += wsum[b] / wtot * fabs(c->mean_prob[b] - c->frac_pos[b]);
+  }
+  c->ece = bad || !(wtot > 0) ? NAN : ece;
+  c->brier = bad || !(wtot > 0) ? NAN : sq / wtot;
+}
+
+static void csv_number(FILE *f, double v) {
+  if (isfinite(v)) fprintf(f, "%.9g", v);
+}
+
+int xd_reliability_csv_write(FILE *f, const xd_calibration *c) {
+  fputs("bin_lo,bin_hi,count,mean_prob,frac_pos\n", f);
+  for (int b = 0; b < XD_CAL_BINS; b++) {
+    fprintf(f, "%.1f,%.1f,%lld,", c->bin_lo[b], c->bin_hi[b], (long long)c->count[b]);
+    csv_number(f, c->mean_prob[b]);
+    fputc(',', f);
+    csv_number(f, c->frac_pos[b]);
+    fputc('\n', f);
+  }
+  return ferror(f) ? -1 : 0;
+}
+
+double xd_bce_of_probs(int64_t n, const float *prob, const uint8_t *label, double w_neg, double w_pos) {
+  const double eps = 1e-7;
+  double sum = 0, wtot = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double p = prob[i], w = label[i] ? w_pos : w_neg;
+    if (isnan(p)) return NAN;
+    p = p < eps ? eps : p > 1 - eps ? 1 - eps : p;
+    sum -= w * (label[i] ? log(p) : log(1 - p));
+    wtot += w;
+  }
+  return wtot > 0 ? sum / wtot : NAN;
+}
+
+int xd_metrics_json_full(FILE *f, const xd_binary_metrics *m, const xd_calibration *c, const char *extra) {
+  json_body(f, m);
+  fputs(", \"ece\": ", f);
+  json_number(f, c->ece);
+  fputs(", \"brier\": ", f);
+  json_number(f, c->brier);
+  fputs(", \"reliability\": [", f);
+  for (int b = 0; b < XD_CAL_BINS; b++) {
+    fprintf(f, "%s{\"bin_lo\": %.1f, \"bin_hi\": %.1f, \"count\": %lld, \"mean_prob\": ", b ? ", " : "",
+            c->bin_lo[b], c->bin_hi[b], (long long)c->count[b]);
+    json_number(f, c->mean_prob[b]);
+    fputs(", \"frac_pos\": ", f);
+    json_number(f, c->frac_pos[b]);
+    fputc('}', f);
+  }
+  fputc(']', f);
+  if (extra && *extra) fprintf(f, ", %s", extra);
+  fputs("}\n", f);
+  return ferror(f) ? -1 : 0;
 }

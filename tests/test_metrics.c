@@ -162,6 +162,119 @@ static void test_json_and_table(void) {
   free(s);
 }
 
+/* ---------- calibration (ECE, Brier), weighted metrics ---------- */
+
+static void test_calibration(void) {
+  /* Dyadic probabilities (exact in float and double). Bins: 0.0625 -> [0, 0.1); 0.125, 0.1875 -> [0.1,
+   * 0.2); 0.5 -> [0.5, 0.6) (lower edge inclusive); 0.75 -> [0.7, 0.8); 0.875 -> [0.8, 0.9); 1.0 -> the last.
+   * |mean - frac| per bin: 0.0625, |0.15625 - 0.5| = 0.34375 (2 cases), 0.5, 0.75, 0.125, 0.
+   * ECE = (0.0625 + 2 * 0.34375 + 0.5 + 0.75 + 0.125 + 0) / 7 = 2.125 / 7.
+   * Brier = (0.0625^2 + 0.125^2 + 0.8125^2 + 0.5^2 + 0.75^2 + 0.125^2 + 0) / 7 = 1.5078125 / 7. */
+  const float p[] = {0.0625f, 0.125f, 0.1875f, 0.5f, 0.75f, 0.875f, 1.0f};
+  const uint8_t y[] = {0, 0, 1, 1, 0, 1, 1};
+  xd_calibration c;
+  xd_calibration_compute(7, p, y, 1, 1, &c);
+  CHECK_SAME(c.ece, 2.125 / 7);
+  CHECK_SAME(c.brier, 1.5078125 / 7);
+  const int64_t want_count[XD_CAL_BINS] = {1, 2, 0, 0, 0, 1, 0, 1, 1, 1};
+  for (int b = 0; b < XD_CAL_BINS; b++) {
+    CHECK_MSG(c.count[b] == want_count[b], "bin %d count %lld", b, (long long)c.count[b]);
+    CHECK_SAME(c.bin_lo[b], b / 10.0);
+    CHECK_SAME(c.bin_hi[b], (b + 1) / 10.0);
+    CHECK(want_count[b] ? !isnan(c.mean_prob[b]) && !isnan(c.frac_pos[b]) : isnan(c.mean_prob[b]) && isnan(c.frac_pos[b]));
+  }
+  CHECK_SAME(c.mean_prob[1], 0.15625);
+  CHECK_SAME(c.frac_pos[1], 0.5);
+  CHECK_SAME(c.mean_prob[9], 1.0);
+  CHECK_SAME(c.frac_pos[7], 0.0);
+
+  /* Bin edges are exact tenths of the float: the float nearest 0.3 lies above 0.3, the one below it in [0.2, 0.3). */
+  const float e[] = {0.3f, nextafterf(0.3f, 0.0f), 0.0f, 0.7f};
+  const uint8_t ye[] = {0, 0, 0, 0};
+  xd_calibration_compute(4, e, ye, 1, 1, &c);
+  CHECK(c.count[3] == ((double)0.3f >= 0.3 ? 1 : 0) + ((double)nextafterf(0.3f, 0.0f) >= 0.3 ? 1 : 0));
+  CHECK(c.count[0] == 1 && c.count[2] + c.count[3] == 2);
+  CHECK(c.count[6] == ((double)0.7f < 0.7 ? 1 : 0) && c.count[7] == ((double)0.7f >= 0.7 ? 1 : 0));
+
+  /* Perfect calibration: ECE 0. Weights: two cases at 0.25, negative counted twice: the bin's weighted
+   * positive fraction is 1/3, ECE = |0.25 - 1/3| = 1/12, Brier = (2 * 0.0625 + 0.5625) / 3. */
+  const float q[] = {0.25f, 0.25f, 0.25f, 0.25f};
+  const uint8_t yq[] = {1, 0, 0, 0};
+  xd_calibration_compute(4, q, yq, 1, 1, &c);
+  CHECK_SAME(c.ece, 0.0);
+  CHECK_SAME(c.brier, (0.5625 + 3 * 0.0625) / 4);
+  xd_calibration_compute(2, q, yq, 2, 1, &c);
+  CHECK_SAME(c.ece, 1.0 / 12);
+  CHECK_SAME(c.brier, (2 * 0.0625 + 0.5625) / 3);
+  CHECK(c.count[2] == 2); /* counts stay unweighted */
+
+  /* Undefined: no cases, a NaN probability. */
+  xd_calibration_compute(0, q, yq, 1, 1, &c);
+  CHECK(isnan(c.ece) && isnan(c.brier) && c.count[0] == 0);
+  const float bad[] = {0.2f, NAN};
+  xd_calibration_compute(2, bad, yq, 1, 1, &c);
+  CHECK(isnan(c.ece) && isnan(c.brier));
+
+  /* BCE of probabilities: -log(0.5) for 0.5; clipped at 1e-7 for a certain wrong answer. */
+  const float b1[] = {0.5f, 1.0f};
+  const uint8_t yb[] = {1, 0};
+  CHECK_SAME(xd_bce_of_probs(1, b1, yb, 1, 1), log(2.0));
+  CHECK_CLOSE(xd_bce_of_probs(2, b1, yb, 1, 1), (log(2.0) - log(1e-7)) / 2, 1e-6, 0);
+  CHECK_CLOSE(xd_bce_of_probs(2, b1, yb, 3, 1), (log(2.0) - 3 * log(1e-7)) / 4, 1e-6, 0);
+
+  /* Reliability CSV: header, 10 rows, empty fields for empty bins. */
+  xd_calibration_compute(7, p, y, 1, 1, &c);
+  FILE *f = tmpfile();
+  CHECK(f && xd_reliability_csv_write(f, &c) == 0);
+  char *s = slurp(f);
+  fclose(f);
+  const char *head = "bin_lo,bin_hi,count,mean_prob,frac_pos\n0.0,0.1,1,0.0625,0\n0.1,0.2,2,0.15625,0.5\n0.2,0.3,0,,\n";
+  CHECK_MSG(strncmp(s, head, strlen(head)) == 0, "CSV:\n%s", s);
+  int lines = 0;
+  for (const char *t = s; *t; t++) lines += *t == '\n';
+  CHECK(lines == 11 && strstr(s, "0.9,1.0,1,1,1\n"));
+  free(s);
+
+  /* JSON: the SPEC keys, then ece, brier, reliability, then the extra members. */
+  xd_binary_metrics m;
+  xd_metrics_binary(7, p, y, 0.5, &m);
+  f = tmpfile();
+  CHECK(f && xd_metrics_json_full(f, &m, &c, "\"tta\": 9") == 0);
+  s = slurp(f);
+  fclose(f);
+  const char *v = json_value(s, "ece");
+  CHECK(v && strtod(v, NULL) == c.ece);
+  v = json_value(s, "brier");
+  CHECK(v && strtod(v, NULL) == c.brier);
+  CHECK(strstr(s, "\"confusion\": [[2, 1], [1, 3]], \"ece\": "));
+  CHECK(strstr(s, "\"reliability\": [{\"bin_lo\": 0.0, \"bin_hi\": 0.1, \"count\": 1, \"mean_prob\": 0.0625, \"frac_pos\": 0}, "));
+  CHECK(strstr(s, "{\"bin_lo\": 0.2, \"bin_hi\": 0.3, \"count\": 0, \"mean_prob\": null, \"frac_pos\": null}"));
+  CHECK(strstr(s, "}], \"tta\": 9}\n"));
+  free(s);
+}
+
+static void test_weighted(void) {
+  /* TP 1, FP 1, FN 1, TN 1 at 0.5; negatives weigh 3: accuracy (1 + 3) / 8, precision 1 / (1 + 3),
+   * F1 2 / (2 + 3 + 1); recall, specificity, ROC-AUC as unweighted. PR-AUC: 0.5 * 1 (at 0.9) + 0.5 *
+   * 2 / (2 + 3) (at 0.3) = 0.7. */
+  const float p[] = {0.9f, 0.8f, 0.3f, 0.1f};
+  const uint8_t y[] = {1, 0, 1, 0};
+  xd_binary_metrics a, b;
+  xd_metrics_binary_weighted(4, p, y, 0.5, 3, 1, &a);
+  CHECK_SAME(a.accuracy, 0.5);
+  CHECK_SAME(a.precision, 0.25);
+  CHECK_SAME(a.f1, 1.0 / 3);
+  CHECK_SAME(a.pr_auc, 0.7);
+  CHECK_SAME(a.recall, 0.5);
+  CHECK_SAME(a.specificity, 0.5);
+  CHECK_SAME(a.roc_auc, 0.75);
+  CHECK(a.confusion[0][0] == 1 && a.confusion[0][1] == 1 && a.confusion[1][0] == 1 && a.confusion[1][1] == 1);
+  /* weights 1, 1: exactly xd_metrics_binary */
+  xd_metrics_binary_weighted(4, p, y, 0.5, 1, 1, &a);
+  xd_metrics_binary(4, p, y, 0.5, &b);
+  CHECK(memcmp(&a, &b, sizeof a) == 0);
+}
+
 /* ---------- fixtures (scikit-learn) ---------- */
 
 typedef struct fixture {
@@ -341,6 +454,8 @@ int main(int argc, char **argv) {
   test_threshold_edges();
   test_one_class_and_empty();
   test_json_and_table();
+  test_calibration();
+  test_weighted();
   const char *fixtures[] = {"metrics_continuous.txt", "metrics_ties_tenths.txt",
                             "metrics_three_levels.txt", "metrics_imbalanced.txt",
                             "metrics_all_negative.txt"};
