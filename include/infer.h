@@ -18,4 +18,29 @@ void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, c
  * failure. */
 int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, int out_w, float *cam, float *prob);
 
+/* ---- test-time augmentation and ensembles (eval/predict --tta, --ckpt A --ckpt B ...) ----
+ *
+ * TTA averages P(class 1) over the original image and a fixed set of deterministic variants that keep
+ * the diagnosis: slight zoom in/out, slight horizontal stretch/squeeze, small shifts. No flips (a chest
+ * film is not mirror-symmetric). Variants are made from the uint8 pixels by bilinear resampling about
+ * the image centre with edge clamping and 8-bit fixed-point weights (integer arithmetic: the same bytes
+ * on every machine), then go through xd_infer like any image, so eval and predict share one code path. */
+#define XD_TTA_VARIANTS 9
+
+/* Short name of variant v (0 = "original"), for logs and --help. */
+const char *xd_tta_name(int v);
+/* Variant v of one image, C planes of H x W uint8: dst must not alias src. v = 0 copies. */
+void xd_tta_apply(int v, int C, int H, int W, const uint8_t *src, uint8_t *dst);
+
+/* Mean probability over the XD_TTA_VARIANTS variants of each image (summed in double, variant order,
+ * rounded once to float). Per image it depends only on the image's pixels, not on n or ws->batch.
+ * Returns 0, or -1 with e filled on allocation failure. */
+int xd_infer_tta(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, float *prob, xd_err *e);
+
+/* Mean probability over k models m[0..k) (each with its own workspace ws[j]; all the same input shape),
+ * each scored with xd_infer (tta 0) or xd_infer_tta (tta 1), summed in double in model order and
+ * rounded once to float. k = 1 without TTA gives exactly xd_infer's numbers. Returns 0 or -1 (e filled). */
+int xd_infer_ensemble(int k, xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, int tta, float *prob,
+                      xd_err *e);
+
 #endif

@@ -80,3 +80,123 @@ int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, i
   free(map);
   return 0;
 }
+
+/* ---- test-time augmentation ---- */
+
+/* Geometry of each variant: content scaled by (sx, sy) about the image centre, then shifted by
+ * (tx, ty) times the width/height (positive: right/down). Mild enough to keep the diagnosis, in the
+ * range the training augmentation covers; no flips. */
+static const struct {
+  const char *name;
+  double sx, sy, tx, ty;
+} TTA[XD_TTA_VARIANTS] = {
+    {"original", 1, 1, 0, 0},
+    {"zoom in 6%", 1.06, 1.06, 0, 0},
+    {"zoom out 6%", 1 / 1.06, 1 / 1.06, 0, 0},
+    {"stretch horizontally 6%", 1.06, 1, 0, 0},
+    {"squeeze horizontally 6%", 1 / 1.06, 1, 0, 0},
+    {"shift right 3%", 1, 1, 0.03, 0},
+    {"shift left 3%", 1, 1, -0.03, 0},
+    {"shift down 3%", 1, 1, 0, 0.03},
+    {"shift up 3%", 1, 1, 0, -0.03},
+};
+
+const char *xd_tta_name(int v) { return v >= 0 && v < XD_TTA_VARIANTS ? TTA[v].name : "?"; }
+
+/* Source taps of output index o along an axis of n pixels (pixel centres aligned): i0, i1 clamped to the
+ * edge, weight of i1 in 1/256. */
+static void tta_axis(int o, int n, double s, double t, int *i0, int *i1, int *w) {
+  double u = ((double)o + 0.5 - 0.5 * n - t * n) / s + 0.5 * n - 0.5;
+  double f = floor(u);
+  int i = (int)f, q = (int)lrint((u - f) * 256.0);
+  if (q >= 256) {
+    i++;
+    q = 0;
+  }
+  int a = i < 0 ? 0 : i > n - 1 ? n - 1 : i, b = i + 1 < 0 ? 0 : i + 1 > n - 1 ? n - 1 : i + 1;
+  *i0 = a;
+  *i1 = b;
+  *w = q;
+}
+
+void xd_tta_apply(int v, int C, int H, int W, const uint8_t *src, uint8_t *dst) {
+  if (v <= 0 || v >= XD_TTA_VARIANTS) {
+    memcpy(dst, src, (size_t)C * H * W);
+    return;
+  }
+  const double sx = TTA[v].sx, sy = TTA[v].sy, tx = TTA[v].tx, ty = TTA[v].ty;
+  for (int c = 0; c < C; c++) {
+    const uint8_t *s = src + (size_t)c * H * W;
+    uint8_t *d = dst + (size_t)c * H * W;
+    for (int y = 0; y < H; y++) {
+      int y0, y1, wy;
+      tta_axis(y, H, sy, ty, &y0, &y1, &wy);
+      const uint8_t *r0 = s + (size_t)y0 * W, *r1 = s + (size_t)y1 * W;
+      for (int x = 0; x < W; x++) {
+        int x0, x1, wx;
+        tta_axis(x, W, sx, tx, &x0, &x1, &wx);
+        int32_t top = (256 - wx) * r0[x0] + wx * r0[x1], bot = (256 - wx) * r1[x0] + wx * r1[x1];
+        d[(size_t)y * W + x] = (uint8_t)(((256 - wy) * top + wy * bot + 32768) >> 16);
+      }
+    }
+  }
+}
+
+int xd_infer_tta(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, float *prob, xd_err *e) {
+  const size_t px = (size_t)m->in_c * m->in_h * m->in_w;
+  const int B = ws->batch;
+  uint8_t *buf = malloc((size_t)B * px);
+  float *p = malloc((size_t)B * sizeof *p);
+  double *acc = malloc((size_t)B * sizeof *acc);
+  if (!buf || !p || !acc) {
+    free(buf);
+    free(p);
+    free(acc);
+    return xd_fail(e, "out of memory for test-time augmentation (%zu bytes)", (size_t)B * (px + 12));
+  }
+  for (int64_t a = 0; a < n; a += B) {
+    int nb = (int)(n - a < B ? n - a : B);
+    const uint8_t *in = images + (size_t)a * px;
+    for (int i = 0; i < nb; i++) acc[i] = 0;
+    for (int v = 0; v < XD_TTA_VARIANTS; v++) {
+      const uint8_t *x = in;
+      if (v > 0) {
+        for (int i = 0; i < nb; i++) xd_tta_apply(v, m->in_c, m->in_h, m->in_w, in + (size_t)i * px, buf + (size_t)i * px);
+        x = buf;
+      }
+      xd_infer(m, ws, nb, x, NULL, p, NULL);
+      for (int i = 0; i < nb; i++) acc[i] += p[i];
+    }
+    for (int i = 0; i < nb; i++) prob[a + i] = (float)(acc[i] / XD_TTA_VARIANTS);
+  }
+  free(buf);
+  free(p);
+  free(acc);
+  return 0;
+}
+
+int xd_infer_ensemble(int k, xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, int tta, float *prob,
+                      xd_err *e) {
+  if (k == 1) {
+    if (tta) return xd_infer_tta(m, ws, n, images, prob, e);
+    xd_infer(m, ws, n, images, NULL, prob, NULL);
+    return 0;
+  }
+  float *p = malloc(((size_t)n + 1) * sizeof *p);
+  double *acc = calloc((size_t)n + 1, sizeof *acc);
+  if (!p || !acc) {
+    free(p);
+    free(acc);
+    return xd_fail(e, "out of memory for the ensemble's probabilities (%lld images)", (long long)n);
+  }
+  int rc = 0;
+  for (int j = 0; j < k && rc == 0; j++) {
+    if (tta) rc = xd_infer_tta(&m[j], &ws[j], n, images, p, e);
+    else xd_infer(&m[j], &ws[j], n, images, NULL, p, NULL);
+    for (int64_t i = 0; rc == 0 && i < n; i++) acc[i] += p[i];
+  }
+  for (int64_t i = 0; rc == 0 && i < n; i++) prob[i] = (float)(acc[i] / k);
+  free(p);
+  free(acc);
+  return rc;
+}
