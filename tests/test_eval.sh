@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # eval and predict end to end on a crafted dataset: predict's probabilities are bitwise eval's (batch 64
-# vs 1, another eval batch, 2 MPI ranks), eval --json has exactly the SPEC keys, --threshold auto is the
-# checkpoint's stored threshold, Grad-CAM PNGs are written, and bad inputs fail cleanly (exit 1, one
-# line naming the file; bad usage exit 2; predict keeps going past bad files).
+# vs 1, another eval batch, 2 MPI ranks; also with --tta and for an ensemble of --ckpt), eval --json has
+# the SPEC keys then the calibration ones, --threshold auto is the checkpoint's stored threshold (or,
+# for an ensemble / --tta, the one chosen on the val split), --tta is the same on 1 and 2 threads, an
+# ensemble is the mean of its members, --prior and --reliability work, Grad-CAM PNGs are written, and
+# bad inputs fail cleanly (exit 1, one line naming the file; bad usage exit 2; predict keeps going past
+# bad files).
 # Usage: bash tests/test_eval.sh XRAYDP_BINARY SOURCE_DIR WORK_DIR   (needs jq: scripts/deps.sh --test)
 set -u
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # predict runs from inside the image tree
@@ -65,8 +68,18 @@ cp "$W/out.txt" "$W/e.json"
 jq -e . "$W/e.json" > /dev/null && ok || bad "eval --json is not JSON: $(cat "$W/e.json")"
 [ "$(jq -s length "$W/e.json")" = 1 ] && ok || bad "eval --json printed more than one value"
 keys=$(jq -c 'keys_unsorted' "$W/e.json")
-[ "$keys" = '["n","loss","accuracy","precision","recall","specificity","f1","roc_auc","pr_auc","threshold","confusion"]' ] \
+[ "$keys" = '["n","loss","accuracy","precision","recall","specificity","f1","roc_auc","pr_auc","threshold","confusion","ece","brier","reliability"]' ] \
   && ok || bad "eval --json keys: $keys"
+[ "$(jq -c '[(.reliability | length), (.reliability | map(.count) | add) == .n, (.ece >= 0 and .ece <= 1),
+  (.brier >= 0 and .brier <= 1), (.reliability[0] | keys_unsorted)]' "$W/e.json")" \
+  = '[10,true,true,true,["bin_lo","bin_hi","count","mean_prob","frac_pos"]]' ] \
+  && ok || bad "eval --json calibration: $(jq -c '[.ece, .brier, .reliability]' "$W/e.json")"
+# ECE and Brier recomputed from --scores: mean (p - y)^2, and the 10-bin gap
+read -r ece brier < <(awk -F'\t' '{ y = $1 ~ /^PNEUMONIA\// ; p = $2; b = int(p * 10); if (b > 9) b = 9
+  c[b]++; sp[b] += p; sy[b] += y; sq += (p - y) ^ 2; n++ }
+  END { for (b in c) { d = sp[b] / c[b] - sy[b] / c[b]; e += c[b] / n * (d < 0 ? -d : d) }; printf "%.9f %.9f\n", e, sq / n }' "$W/s64.tsv")
+[ "$(jq --argjson e "$ece" --argjson b "$brier" '((.ece - $e) | fabs) < 1e-6 and ((.brier - $b) | fabs) < 1e-6' "$W/e.json")" = true ] \
+  && ok || bad "ece/brier $(jq -c '[.ece, .brier]' "$W/e.json") vs from the scores $ece $brier"
 n_train=$(wc -l < "$W/s64.tsv")
 [ "$(jq .n "$W/e.json")" = "$n_train" ] && [ "$n_train" -ge 15 ] && ok || bad "n $(jq .n "$W/e.json") vs $n_train scores"
 [ "$(jq '.confusion | flatten | add' "$W/e.json")" = "$n_train" ] && ok || bad "confusion does not sum to n"
@@ -116,6 +129,87 @@ if command -v mpirun > /dev/null; then
 else
   bad "mpirun not found (openmpi-bin)"
 fi
+
+good_img=$S/NORMAL/n3.pgm
+# ---- ensembles (--ckpt A --ckpt B), --tta, --threshold auto for them, --prior, --reliability ----
+"$BIN" train --data "$W/d16.h5" --model "$W/tiny.txt" --epochs 3 --batch 4 --out "$W/run2" --quiet --threads 1 \
+  --seed 7 > /dev/null 2>&1 || bad "train seed 7"
+C2=$W/run2/best.h5
+run "$BIN" eval --ckpt "$C2" --data "$W/d16.h5" --split train --scores "$W/s_b.tsv"
+run "$BIN" eval --ckpt "$C" --ckpt "$C2" --data "$W/d16.h5" --split train --scores "$W/s_ab.tsv" --json
+[ "$(rc)" -eq 0 ] && [ "$(jq .checkpoints "$W/out.txt")" = 2 ] && ok || bad "ensemble eval: exit $(rc): $(cat "$W/err.txt")"
+paste "$W/s64.tsv" "$W/s_b.tsv" "$W/s_ab.tsv" | awk -F'\t' '$1 != $4 || $1 != $7 { exit 1 }
+  { d = ($2 + $5) / 2 - $8; if (d < 0) d = -d; if (d > 1e-6) exit 1 }' && ok \
+  || bad "ensemble of 2 is not the mean of its members: $(paste "$W/s64.tsv" "$W/s_b.tsv" "$W/s_ab.tsv" | head -3)"
+cmp -s "$W/s64.tsv" "$W/s_b.tsv" && bad "the two checkpoints score alike: weak ensemble test" || ok
+# --tta: the same bytes on 1 and 2 threads, different from no TTA, and predict gives the same (with an
+# ensemble, and with --threshold auto chosen on the val split by both commands)
+OMP_NUM_THREADS=1 "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --tta --scores "$W/tta1.tsv" > /dev/null 2>&1
+OMP_NUM_THREADS=2 "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --tta --scores "$W/tta2.tsv" > /dev/null 2>&1
+[ -s "$W/tta1.tsv" ] && cmp -s "$W/tta1.tsv" "$W/tta2.tsv" && ok || bad "--tta differs between 1 and 2 threads"
+cmp -s "$W/tta1.tsv" "$W/s64.tsv" && bad "--tta changes nothing" || ok
+(cd "$S" && OMP_NUM_THREADS=2 "$BIN" predict --ckpt "$C" --tta "${paths[@]}") > "$W/pred_tta.tsv" 2> "$W/err.txt"
+cmp -s "$W/tta1.tsv" "$W/pred_tta.tsv" && ok || bad "predict --tta differs from eval --tta: $(diff "$W/tta1.tsv" "$W/pred_tta.tsv" | head -4)"
+run "$BIN" eval --ckpt "$C" --ckpt "$C2" --data "$W/d16.h5" --split train --tta --threshold auto --scores "$W/ens_tta.tsv" --json
+[ "$(rc)" -eq 0 ] && [ "$(jq -c '[.checkpoints, .tta]' "$W/out.txt")" = "[2,9]" ] && ok || bad "ensemble --tta eval: $(cat "$W/err.txt")"
+thr_ens=$(jq .threshold "$W/out.txt")
+"$BIN" eval --ckpt "$C" --ckpt "$C2" --data "$W/d16.h5" --split val --tta --scores "$W/ens_tta_val.tsv" > /dev/null 2>&1
+# the auto threshold: the highest val score that keeps >= 95% of val PNEUMONIA cases above it
+want_thr=$(awk -F'\t' '$1 ~ /^PNEUMONIA\// { print $2 }' "$W/ens_tta_val.tsv" | sort -g | awk '{ v[NR] = $1 }
+  END { k = NR - int(NR * 0.95 + 0.999999) + 1; print v[k] }')
+[ -n "$want_thr" ] && [ "$(printf '%.9g' "$thr_ens")" = "$want_thr" ] && ok || bad "ensemble auto threshold $thr_ens, val gives $want_thr"
+(cd "$S" && "$BIN" predict --ckpt "$C" --ckpt "$C2" --tta --threshold auto --val-data "$W/d16.h5" "${paths[@]}") \
+  > "$W/pred_ens_tta.tsv" 2> "$W/err.txt"
+cmp -s "$W/ens_tta.tsv" "$W/pred_ens_tta.tsv" && ok \
+  || bad "predict ensemble --tta differs from eval: $(cat "$W/err.txt") $(diff "$W/ens_tta.tsv" "$W/pred_ens_tta.tsv" | head -4)"
+if command -v mpirun > /dev/null; then
+  run bash "$MPIRUN" -np 2 "$BIN" eval --ckpt "$C" --ckpt "$C2" --data "$W/d16.h5" --split train --tta --threshold auto \
+    --scores "$W/ens_tta_mpi.tsv"
+  [ "$(rc)" -eq 0 ] && cmp -s "$W/ens_tta.tsv" "$W/ens_tta_mpi.tsv" && ok || bad "ensemble --tta on 2 ranks differs: $(tail -3 "$W/err.txt")"
+fi
+fails_with 2 "--val-data" "predict ensemble auto without --val-data" -- "$BIN" predict --ckpt "$C" --ckpt "$C2" \
+  --threshold auto "$good_img"
+# --reliability: the JSON's table as CSV; --prior: probabilities moved by the odds ratio, auto threshold
+# mapped alike (same confusion matrix), reported in the JSON
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --reliability "$W/rel.csv" --json
+[ "$(head -1 "$W/rel.csv")" = "bin_lo,bin_hi,count,mean_prob,frac_pos" ] && [ "$(wc -l < "$W/rel.csv")" -eq 11 ] \
+  && [ "$(awk -F, 'NR > 1 { n += $3 } END { print n }' "$W/rel.csv")" = "$(jq .n "$W/out.txt")" ] && ok || bad "--reliability: $(cat "$W/rel.csv")"
+ls "$W"/rel.csv.tmp* > /dev/null 2>&1 && bad "temporary file left behind" || ok
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --threshold auto --prior 0.2 --json --scores "$W/sprior.tsv"
+[ "$(rc)" -eq 0 ] && [ "$(jq -c '[.prior.deployment, .prior.train_from, .confusion == $c]' --argjson c "$(jq -c .confusion "$W/eauto.json")" "$W/out.txt")" = '[0.2,"training data",true]' ] \
+  && ok || bad "--prior 0.2: $(cat "$W/out.txt" "$W/err.txt")"
+moved() { # moved BEFORE.tsv AFTER.tsv P Q: AFTER's probabilities are BEFORE's with the odds times odds(P)/odds(Q)
+  paste "$1" "$2" | awk -F'\t' -v P="$3" -v Q="$4" '{ r = (P / (1 - P)) / (Q / (1 - Q)); p = $2; q = p * r / (p * r + 1 - p)
+    d = q - $5; if (d < 0) d = -d; if (d > 1e-6) exit 1 }'; }
+q_train=$(jq .prior.train "$W/out.txt") # the train split's positive share (10 of 20 here, 0.5)
+[ "$q_train" = 0.5 ] && moved "$W/sauto.tsv" "$W/sprior.tsv" 0.2 "$q_train" && ok || bad "--prior: probabilities not moved by the odds ratio (q $q_train)"
+run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --prior 0.2 --train-prior 0.7 --json --scores "$W/sprior7.tsv"
+[ "$(jq -c '[.prior.train, .prior.train_from]' "$W/out.txt")" = '[0.7,"option"]' ] && moved "$W/s64.tsv" "$W/sprior7.tsv" 0.2 0.7 \
+  && ok || bad "--train-prior 0.7: $(cat "$W/out.txt" "$W/err.txt")"
+fails_with 2 "--prior" "prior 1" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --prior 1
+fails_with 2 "--prior" "prior x" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --prior x
+fails_with 2 "--train-prior" "train-prior without prior" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --train-prior 0.5
+fails_with 1 "$W" "--reliability to a directory" -- "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --reliability "$W"
+# bad ensembles: another input size or other class names -> exit 1 naming the odd checkpoint, nothing written
+"$BIN" train --data "$W/d20.h5" --model keras-seed --max-steps 0 --batch 4 --out "$W/run20" --quiet --threads 1 > /dev/null 2>&1
+rm -f "$W/never.tsv"
+fails_with 1 "run20/last.h5" "ensemble of 16x16 and 20x20 inputs" -- "$BIN" eval --ckpt "$C" --ckpt "$W/run20/last.h5" \
+  --data "$W/d16.h5" --split train --scores "$W/never.tsv"
+[ ! -e "$W/never.tsv" ] && ok || bad "mismatched ensemble wrote --scores"
+grep -q "input size" "$W/err.txt" && ok || bad "mismatched ensemble: message does not say input size: $(cat "$W/err.txt")"
+fails_with 1 "run20/last.h5" "predict ensemble of 16x16 and 20x20" -- "$BIN" predict --ckpt "$C" --ckpt "$W/run20/last.h5" "$good_img"
+fails_with 1 nope.h5 "ensemble with a missing member" -- "$BIN" eval --ckpt "$C" --ckpt "$W/nope.h5" --data "$W/d16.h5" --split train
+mkdir -p "$W/src_ab/healthy" "$W/src_ab/sick"
+cp "$S"/NORMAL/* "$W/src_ab/healthy/" && cp "$S"/PNEUMONIA/* "$W/src_ab/sick/"
+"$BIN" pack "$W/src_ab" "$W/d16ab.h5" --size 16 > /dev/null 2>&1
+"$BIN" train --data "$W/d16ab.h5" --model "$W/tiny.txt" --max-steps 0 --batch 4 --out "$W/run_ab" --quiet --threads 1 \
+  > /dev/null 2>&1
+fails_with 1 "run_ab/last.h5" "ensemble with other class names" -- "$BIN" eval --ckpt "$C" --ckpt "$W/run_ab/last.h5" \
+  --data "$W/d16.h5" --split train
+grep -q "class names" "$W/err.txt" && ok || bad "class-name mismatch: message does not say so: $(cat "$W/err.txt")"
+"$BIN" pack "$S" "$W/d16noval.h5" --size 16 --val-fraction 0 > /dev/null 2>&1
+fails_with 1 d16noval.h5 "ensemble auto threshold without a val split" -- "$BIN" eval --ckpt "$C" --ckpt "$C2" \
+  --data "$W/d16noval.h5" --split train --threshold auto
 
 # ---- eval errors: exit 1 naming the file; usage: exit 2 ----
 fails_with 1 nope.h5 "missing checkpoint" -- "$BIN" eval --ckpt "$W/nope.h5" --data "$W/d16.h5" --split train

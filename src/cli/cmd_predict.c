@@ -11,20 +11,31 @@
 #include "args.h"
 #include "checkpoint.h"
 #include "cli.h"
+#include "ensemble.h"
 #include "image.h"
 #include "infer.h"
 
 static const char *HELP =
-    "usage: xray-dp predict --ckpt C.h5 IMAGE... [--gradcam DIR] [--threshold 0.5|auto|T] [--json]\n"
+    "usage: xray-dp predict --ckpt C.h5 [--ckpt C2.h5 ...] IMAGE... [--gradcam DIR] [--threshold 0.5|auto|T]\n"
+    "                       [--tta] [--val-data V.h5] [--json]\n"
     "\n"
     "Decodes each image exactly as `pack` does (grayscale, area-average resize to the model's input) and\n"
     "prints one line per image: path<TAB>probability<TAB>label, where probability is P(class 1) and label\n"
     "is class 1 when probability >= threshold (default 0.5; auto = the checkpoint's, chosen on validation\n"
     "for >= 95% sensitivity). Unreadable images are reported on stderr and skipped; the exit status is 1\n"
-    "if any image failed.\n"
+    "if any image failed. The probabilities are bitwise those of `eval --scores` for the same pixels and\n"
+    "the same --ckpt/--tta options.\n"
+    "  --ckpt C.h5     repeat for an ensemble: the mean probability of the checkpoints (same input size,\n"
+    "                  output layer and class names, as for eval)\n"
+    "  --tta           test-time augmentation: mean over the image and 8 fixed variants (zoom in/out 6%,\n"
+    "                  horizontal stretch/squeeze 6%, shifts of 3%; bilinear, edge-clamped; no flips)\n"
+    "  --threshold auto  one checkpoint without --tta: the checkpoint's threshold. Several checkpoints or\n"
+    "                  --tta: chosen afresh, by the same rule, on the val split of --val-data V.h5 with\n"
+    "                  these probabilities (required then: a stored threshold does not fit them)\n"
     "  --gradcam DIR   also write DIR/<image name>_p<probability>.png (at least 384x384): the Grad-CAM\n"
-    "                  heat map of the last conv layer for the class-1 score over the X-ray, normalised\n"
-    "                  per image (dark blue to red = weak to strongest evidence; uncoloured = none)\n"
+    "                  heat map of the last conv layer (of the first --ckpt) for the class-1 score over\n"
+    "                  the X-ray, normalised per image (dark blue to red = weak to strongest evidence;\n"
+    "                  uncoloured = none); the probability in the name is the one printed\n"
     "  --json          one JSON object: {\"threshold\": T, \"predictions\": [{\"path\", \"probability\",\n"
     "                  \"label\"} or {\"path\", \"error\"}, ...]}\n";
 
@@ -93,8 +104,10 @@ static void json_str(const char *s) {
 }
 
 int cmd_predict(int argc, char **argv) {
-  const char *cmd = "predict", *ckpt = NULL, *gradcam = NULL, *thr_s = "0.5";
-  int json = 0, nimg = 0;
+  const char *cmd = "predict", *gradcam = NULL, *thr_s = "0.5", *val_data = NULL;
+  int json = 0, nimg = 0, tta = 0;
+  cli_ensemble E;
+  memset(&E, 0, sizeof E);
   char **imgs = calloc((size_t)argc + 1, sizeof *imgs);
   if (!imgs) return 1;
   for (int i = 1; i < argc; i++) {
@@ -105,10 +118,18 @@ int cmd_predict(int argc, char **argv) {
       return 0;
     }
     if (!strcmp(a, "--json")) json = 1;
-    else if (!strcmp(a, "--ckpt") || !strcmp(a, "--gradcam") || !strcmp(a, "--threshold")) {
+    else if (!strcmp(a, "--tta")) tta = 1;
+    else if (!strcmp(a, "--ckpt") || !strcmp(a, "--gradcam") || !strcmp(a, "--threshold") || !strcmp(a, "--val-data")) {
       if (!(v = arg_value(cmd, argc, argv, &i))) { free(imgs); return 2; }
-      if (a[2] == 'c') ckpt = v;
-      else if (a[2] == 'g') gradcam = v;
+      if (a[2] == 'c') {
+        if (E.k == XD_MAX_CKPTS) {
+          fprintf(stderr, "xray-dp predict: --ckpt: at most %d checkpoints\n", XD_MAX_CKPTS);
+          free(imgs);
+          return 2;
+        }
+        E.path[E.k++] = v;
+      } else if (a[2] == 'g') gradcam = v;
+      else if (a[2] == 'v') val_data = v;
       else thr_s = v;
     } else if (a[0] == '-' && a[1] == '-') {
       fprintf(stderr, "xray-dp predict: unknown option '%s' (see xray-dp predict --help)\n", a);
@@ -118,7 +139,7 @@ int cmd_predict(int argc, char **argv) {
       imgs[nimg++] = argv[i];
     }
   }
-  if (!ckpt || nimg == 0) {
+  if (!E.k || nimg == 0) {
     fprintf(stderr, "xray-dp predict: needs --ckpt C.h5 and at least one image (see xray-dp predict --help)\n");
     free(imgs);
     return 2;
@@ -129,49 +150,56 @@ int cmd_predict(int argc, char **argv) {
     free(imgs);
     return 2;
   }
+  const int fresh_thr = thr_auto && (E.k > 1 || tta);
+  if (fresh_thr != (val_data != NULL)) {
+    fprintf(stderr, fresh_thr ? "xray-dp predict: --threshold auto with several --ckpt or --tta needs --val-data V.h5 "
+                                "(the threshold is chosen on its val split; see xray-dp predict --help)\n"
+                              : "xray-dp predict: --val-data is only used with --threshold auto and several --ckpt "
+                                "or --tta\n");
+    free(imgs);
+    return 2;
+  }
   xd_err e = {{0}};
-  xd_model m;
-  xd_train_state st;
-  xd_ckpt_meta meta;
-  if (xd_checkpoint_load(ckpt, &m, &st, &meta, &e)) {
+  /* a batch for scoring the val split; one image at a time otherwise (same numbers either way) */
+  if (cli_ensemble_load(&E, &e) || cli_ensemble_workspaces(&E, fresh_thr ? 64 : 1, &e) ||
+      (fresh_thr && cli_ensemble_val_threshold(&E, val_data, tta, &thr, &e)) || (gradcam && xd_mkdir_p(gradcam, &e))) {
     fprintf(stderr, "xray-dp predict: %s\n", e.msg);
+    cli_ensemble_free(&E);
     free(imgs);
     return 1;
   }
-  if (thr_auto) thr = st.threshold;
-  if (gradcam && xd_mkdir_p(gradcam, &e)) {
-    fprintf(stderr, "xray-dp predict: %s\n", e.msg);
-    xd_model_free(&m);
-    free(imgs);
-    return 1;
-  }
-  xd_workspace ws;
-  const int H = m.in_h, W = m.in_w, D = gradcam_size(H);
+  if (thr_auto && !fresh_thr) thr = E.st[0].threshold;
+  xd_model *mp = &E.m[0];
+  xd_workspace *wsp = &E.ws[0];
+  const char *ckpt = E.path[0];
+  const xd_ckpt_meta *metap = &E.meta[0];
+  const int H = mp->in_h, W = mp->in_w, D = gradcam_size(H);
   uint8_t *px = malloc((size_t)H * W), *big = malloc((size_t)D * D);
   float *cam = malloc((size_t)D * D * sizeof(float));
   char **done = calloc((size_t)nimg, sizeof *done);
-  if (!px || !big || !cam || !done || xd_workspace_alloc(&ws, &m, 1, &e)) {
-    fprintf(stderr, "xray-dp predict: %s\n", px && big && cam && done ? e.msg : "out of memory");
+  if (!px || !big || !cam || !done) {
+    fprintf(stderr, "xray-dp predict: out of memory\n");
     free(px);
     free(big);
     free(cam);
     free(done);
-    xd_model_free(&m);
+    cli_ensemble_free(&E);
     free(imgs);
     return 1;
   }
-  const char *pos = meta.nclasses > 1 ? meta.class_names[1] : "1", *neg = meta.nclasses > 1 ? meta.class_names[0] : "0";
+  const char *pos = metap->nclasses > 1 ? metap->class_names[1] : "1",
+             *neg = metap->nclasses > 1 ? metap->class_names[0] : "0";
   int failed = 0;
   if (json) printf("{\"threshold\": %.9g, \"predictions\": [", thr);
   for (int i = 0; i < nimg; i++) {
     float p;
     int rc = xd_image_load_gray(imgs[i], H, px, &e);
     if (rc == 0 && H != W) rc = xd_fail(&e, "%s: model input is not square", ckpt);
-    if (rc == 0) xd_infer(&m, &ws, 1, px, NULL, &p, NULL);
+    if (rc == 0) rc = xd_infer_ensemble(E.k, E.m, E.ws, 1, px, tta, &p, &e);
     if (rc == 0 && gradcam) {
       float p2;
       char out[4096];
-      if (xd_gradcam(&m, &ws, px, D, D, cam, &p2) != 0)
+      if (xd_gradcam(mp, wsp, px, D, D, cam, &p2) != 0)
         rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
       if (rc == 0) rc = xd_image_load_gray(imgs[i], D, big, &e);
       if (rc == 0) {
@@ -200,8 +228,7 @@ int cmd_predict(int argc, char **argv) {
     }
   }
   if (json) printf("]}\n");
-  xd_workspace_free(&ws, &m);
-  xd_model_free(&m);
+  cli_ensemble_free(&E);
   for (int i = 0; i < nimg; i++) free(done[i]);
   free(done);
   free(px);
