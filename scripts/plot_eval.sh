@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# ROC curve and confusion matrix of an evaluation:
-#   scripts/plot_eval.sh EVAL_DIR OUT_DIR            reads EVAL_DIR/eval.json and EVAL_DIR/roc.tsv
-#   scripts/plot_eval.sh EVAL_JSON ROC_TSV OUT_DIR
+# ROC curve, confusion matrix and reliability diagram of an evaluation:
+#   scripts/plot_eval.sh EVAL_DIR OUT_DIR            reads EVAL_DIR/eval.json and EVAL_DIR/roc.tsv, and
+#                                                    EVAL_DIR/reliability.csv when it exists
+#   scripts/plot_eval.sh EVAL_JSON ROC_TSV OUT_DIR [RELIABILITY_CSV]
 # Writes OUT_DIR/roc.png (ROC curve, AUC in the title, the operating point at the evaluation threshold
-# marked) and OUT_DIR/confusion.png (2x2 counts, coloured by the fraction of each actual class).
+# marked), OUT_DIR/confusion.png (2x2 counts, coloured by the fraction of each actual class) and, with a
+# reliability table, OUT_DIR/reliability.png (fraction positive vs mean predicted probability per bin
+# against the diagonal of perfect calibration, ECE and Brier in the title, cases per bin below).
 #
 # Inputs (what `xray-dp eval` writes):
 #   eval.json  the `eval --json` object (SPEC section 5): needs n, threshold, roc_auc and confusion
@@ -11,6 +14,9 @@
 #              else XD_CLASS_NAMES="NEG,POS" from the environment, else NORMAL,PNEUMONIA.
 #   roc.tsv    the `eval --roc FILE` curve (xd_roc_curve_write): header `threshold<TAB>fpr<TAB>tpr`,
 #              then rows by descending threshold, the first being `inf 0 0`.
+#   reliability.csv  the `eval --reliability FILE` table: header `bin_lo,bin_hi,count,mean_prob,frac_pos`,
+#              one row per bin, both means empty for an empty bin. The title's ECE and Brier come from
+#              eval.json ("ece", "brier") when it has them.
 # Needs gnuplot (Debian: gnuplot-nox). Fails with one line naming the file when an input is missing or
 # malformed.
 set -euo pipefail
@@ -18,13 +24,16 @@ set -euo pipefail
 me=$(basename "$0")
 die() { echo "$me: $*" >&2; exit 1; }
 
+rel=
 case $# in
-  2) [ -d "$1" ] || die "$1: not a directory (for files: $me EVAL_JSON ROC_TSV OUT_DIR)"
-     json="$1/eval.json"; roc="$1/roc.tsv"; out="$2" ;;
+  2) [ -d "$1" ] || die "$1: not a directory (for files: $me EVAL_JSON ROC_TSV OUT_DIR [RELIABILITY_CSV])"
+     json="$1/eval.json"; roc="$1/roc.tsv"; out="$2"
+     if [ -e "$1/reliability.csv" ]; then rel="$1/reliability.csv"; fi ;;
   3) json="$1"; roc="$2"; out="$3" ;;
-  *) die "usage: $me EVAL_DIR OUT_DIR | $me EVAL_JSON ROC_TSV OUT_DIR" ;;
+  4) json="$1"; roc="$2"; out="$3"; rel="$4" ;;
+  *) die "usage: $me EVAL_DIR OUT_DIR | $me EVAL_JSON ROC_TSV OUT_DIR [RELIABILITY_CSV]" ;;
 esac
-for f in "$json" "$roc"; do
+for f in "$json" "$roc" ${rel:+"$rel"}; do
   [ -f "$f" ] || die "$f: no such file"
   [ -r "$f" ] || die "$f: not readable"
 done
@@ -75,6 +84,29 @@ if ! awk -F'\t' -v file="$roc" -v data="$tmp/roc" '
     if (failed) exit 1
     if (rows < 2) bad("fewer than 2 curve points")
   }' "$roc" 2> "$tmp/err"; then
+  die "$(head -n1 "$tmp/err")"
+fi
+
+# ---- reliability.csv ----
+if [ -n "$rel" ] && ! awk -F, -v file="$rel" -v data="$tmp/rel" '
+  function bad(msg) { print file ": " msg > "/dev/stderr"; failed = 1; exit 1 }
+  function unit(s) { return s ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && s >= 0 && s <= 1 }
+  { sub(/\r$/, "") }
+  NR == 1 { if ($0 != "bin_lo,bin_hi,count,mean_prob,frac_pos") bad("line 1: header is not bin_lo,bin_hi,count,mean_prob,frac_pos"); next }
+  {
+    if (NF != 5) bad("line " NR ": " NF " comma-separated fields, expected 5")
+    if (!unit($1) || !unit($2) || $1 + 0 >= $2 + 0) bad("line " NR ": bin \"" $1 "\" to \"" $2 "\" is not an interval in [0, 1]")
+    if ($3 !~ /^[0-9]+$/) bad("line " NR ": count \"" $3 "\" is not a non-negative integer")
+    if ($3 > 0 && (!unit($4) || !unit($5))) bad("line " NR ": mean_prob/frac_pos \"" $4 "\", \"" $5 "\" not in [0, 1]")
+    if ($3 == 0 && ($4 != "" || $5 != "")) bad("line " NR ": an empty bin has means")
+    rows++; cases += $3
+    printf "%s %s %s %s %s\n", ($1 + $2) / 2, $2 - $1, $3, ($3 > 0 ? $4 : "NaN"), ($3 > 0 ? $5 : "NaN") > data
+  }
+  END {
+    if (failed) exit 1
+    if (rows < 1) bad("no bins")
+    if (cases < 1) bad("every bin is empty")
+  }' "$rel" 2> "$tmp/err"; then
   die "$(head -n1 "$tmp/err")"
 fi
 
@@ -166,7 +198,60 @@ plot '$tmp/cm' matrix with image
 EOF
 run_gnuplot "$tmp/cm.gp" "$json"
 
+# ---- reliability.png ----
+# Top: fraction positive against mean predicted probability, one point per non-empty bin, the gap to
+# the diagonal (perfect calibration) shaded. Bottom: cases per bin, so that a bin of 3 cases is not
+# read like a bin of 300.
+if [ -n "$rel" ]; then
+  ece=$(getnum ece)
+  brier=$(getnum brier)
+  cal_txt=""
+  [ -n "$ece" ] && [ "$ece" != null ] && cal_txt="ECE = $(printf '%.4f' "$ece")"
+  [ -n "$brier" ] && [ "$brier" != null ] && cal_txt="${cal_txt:+$cal_txt, }Brier = $(printf '%.4f' "$brier")"
+  maxc=$(awk '$3 > m { m = $3 } END { print m }' "$tmp/rel")
+  cat > "$tmp/rel.gp" << EOF
+set terminal $(term 800,900)
+set output '$tmp/reliability.png'
+set multiplot
+set lmargin at screen 0.12
+set rmargin at screen 0.95
+set tmargin at screen 0.91
+set bmargin at screen 0.36
+set title "Reliability diagram${cal_txt:+: $cal_txt}   (n = $n)" font ',15'
+set xrange [0:1]
+set yrange [0:1]
+set xtics 0.1 format ''
+set ytics 0.1 format '%.1f'
+set grid lc rgb '#dddddd'
+set ylabel 'fraction actually $pos'
+set key bottom right box opaque Left reverse samplen 2
+plot '$tmp/rel' using 4:(\$4 < \$5 ? \$4 : \$5):(0):(abs(\$5 - \$4)) with vectors nohead lw 6 lc rgb '#f4a6a6' \\
+       title 'gap to the diagonal', \\
+     x with lines dt 2 lc rgb '#888888' title 'perfect calibration', \\
+     '$tmp/rel' using 4:5 with linespoints lw 2.5 pt 7 ps 1.6 lc rgb '#1f77b4' \\
+       title 'model (one point per bin)'
+unset title
+set tmargin at screen 0.30
+set bmargin at screen 0.07
+set yrange [0:$maxc * 1.18 + 1]
+set ytics auto format '%g'
+set xtics 0.1 format '%.1f'
+set xlabel 'predicted probability of $pos (bins of the reliability table)'
+set ylabel 'cases'
+set style fill solid 0.6 noborder
+unset key
+plot '$tmp/rel' using 1:3:2 with boxes lc rgb '#1f77b4', \\
+     '$tmp/rel' using 1:3:(sprintf('%d', \$3)) with labels offset 0,0.8 font ',10'
+unset multiplot
+EOF
+  run_gnuplot "$tmp/rel.gp" "$rel"
+fi
+
 mv "$tmp/roc.png" "$out/roc.png"
 mv "$tmp/confusion.png" "$out/confusion.png"
 echo "$out/roc.png"
 echo "$out/confusion.png"
+if [ -n "$rel" ]; then
+  mv "$tmp/reliability.png" "$out/reliability.png"
+  echo "$out/reliability.png"
+fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/plot_run.sh and scripts/plot_eval.sh on fake inputs: valid PNGs of the designed size and of
+# scripts/plot_run.sh and scripts/plot_eval.sh (ROC, confusion, reliability) on fake inputs: valid PNGs of the designed size and of
 # non-trivial content, and a one-line error naming the file for missing or malformed inputs.
 # Usage: bash tests/test_plots.sh XRAYDP_BINARY SOURCE_DIR WORK_DIR (the binary is not needed).
 set -uo pipefail
@@ -82,6 +82,36 @@ out=$work/eval_out
 bash "$src/scripts/plot_eval.sh" "$ev" "$out" > /dev/null || fail "plot_eval.sh EVAL_DIR OUT_DIR failed"
 png_ok "$out/roc.png" 800 760 25000
 png_ok "$out/confusion.png" 800 700 25000
+[ ! -e "$out/reliability.png" ] || fail "reliability.png without a reliability table"
+# the reliability diagram, from EVAL_DIR/reliability.csv or a fourth argument (eval --reliability's format)
+cat > "$ev/reliability.csv" << 'CSV'
+bin_lo,bin_hi,count,mean_prob,frac_pos
+0.0,0.1,120,0.041,0.025
+0.1,0.2,45,0.148,0.111
+0.2,0.3,30,0.251,0.2
+0.3,0.4,21,0.352,0.381
+0.4,0.5,18,0.447,0.611
+0.5,0.6,0,,
+0.6,0.7,25,0.655,0.76
+0.7,0.8,40,0.752,0.875
+0.8,0.9,85,0.857,0.941
+0.9,1.0,240,0.968,0.992
+CSV
+sed -i 's/}$/, "ece": 0.0734, "brier": 0.1021}/' "$ev/eval.json"
+bash "$src/scripts/plot_eval.sh" "$ev" "$out" > /dev/null || fail "plot_eval.sh with reliability.csv failed"
+png_ok "$out/reliability.png" 800 900 25000
+outr=$work/eval_out_rel
+bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$outr" "$ev/reliability.csv" > /dev/null ||
+  fail "plot_eval.sh EVAL_JSON ROC_TSV OUT_DIR RELIABILITY_CSV failed"
+png_ok "$outr/reliability.png" 800 900 25000
+printf 'bin_lo,bin_hi,count,mean_prob,frac_pos\n0.0,0.1,3,0.05,1.5\n' > "$work/rel_bad.csv"
+fails_cleanly "$work/rel_bad.csv" bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$outr" "$work/rel_bad.csv"
+printf 'bin,count\n0.0,3\n' > "$work/rel_head.csv"
+fails_cleanly "$work/rel_head.csv" bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$outr" "$work/rel_head.csv"
+printf 'bin_lo,bin_hi,count,mean_prob,frac_pos\n0.0,0.1,0,,\n' > "$work/rel_empty.csv"
+fails_cleanly "$work/rel_empty.csv" bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$outr" "$work/rel_empty.csv"
+fails_cleanly "$work/nothing.csv" bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$outr" "$work/nothing.csv"
+rm "$ev/reliability.csv"
 
 out2=$work/eval_out2
 XD_CLASS_NAMES="healthy,sick" bash "$src/scripts/plot_eval.sh" "$ev/eval.json" "$ev/roc.tsv" "$out2" > /dev/null ||
