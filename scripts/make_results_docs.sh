@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every example shown in docs/results.md from the real data, end to end:
-#   pack at 128 -> train keras-seed -> eval (table, --json, --roc, --scores) on the val split ->
+#   pack at 128 -> train keras-seed -> eval (table, --json, --roc, --scores, --reliability) on the val split ->
 #   predict (+ --gradcam) on a few val images -> scripts/plot_run.sh and scripts/plot_eval.sh.
 # Usage: scripts/make_results_docs.sh [DATA_DIR] [WORK_DIR]
 #   DATA_DIR  folder with NORMAL/ and PNEUMONIA/ (default: ../shared/data/chest_xray_train beside the repo)
@@ -37,7 +37,7 @@ cp "$run/train.log" "$ex/train.log"
 ck=$work/$run/best.h5
 "$bin" eval --ckpt run/best.h5 --data real128.h5 --split val --threshold auto > "$ex/eval.txt"
 "$bin" eval --ckpt run/best.h5 --data real128.h5 --split val --threshold auto --json \
-  --roc roc.tsv --scores scores.tsv > "$ex/eval.json"
+  --roc roc.tsv --scores scores.tsv --reliability reliability.csv > "$ex/eval.json"
 head -n 12 "$work/roc.tsv" > "$ex/roc_head.tsv"
 
 # a few val images of each class, by their paths relative to the data folder (as eval --scores names
@@ -63,7 +63,7 @@ done
 
 bash "$repo/scripts/plot_run.sh" "$run"
 cp "$run/curves.png" "$img/curves.png"
-bash "$repo/scripts/plot_eval.sh" "$ex/eval.json" "$work/roc.tsv" "$img"
+bash "$repo/scripts/plot_eval.sh" "$ex/eval.json" "$work/roc.tsv" "$img" "$work/reliability.csv"
 set +x
 ls -l "$img" "$ex"
 echo "work files in $work"
