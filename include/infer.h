@@ -11,7 +11,8 @@
 void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, const uint8_t *labels, float *prob,
               double *loss_sum);
 
-/* Grad-CAM of the last conv layer for one image (uint8 [H, W] at the model's input size), for the
+/* Grad-CAM of the last feature map before the head (xd_model_cam_layer: the last conv layer of a chain,
+ * the last residual block's output of a resnet) for one image (uint8 [H, W] at the model's input size), for the
  * positive-class score (the logit): cam[out_h * out_w] in [0, 1], bilinearly upsampled to any display
  * size and normalised by its own maximum (so it shows where, not how much). *prob is the same number
  * xd_infer gives. ws must have batch >= 1. Returns -1 if the model has no conv layer or on allocation

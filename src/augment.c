@@ -74,10 +74,22 @@ void xd_augment_apply(const xd_augment *a, uint64_t key, uint64_t sample, const 
   double ax = a->aspect > 0 ? exp(u[7] * log(1.0 + a->aspect)) : 1.0;
   double ay = a->aspect > 0 ? exp(u[8] * log(1.0 + a->aspect)) : 1.0;
   float gk = a->gamma > 0 ? (float)exp(u[9] * log(1.0 + a->gamma)) : 1.0f;
+  /* intensity first, on the 256 source levels (a table per sample): gamma, then contrast and brightness;
+   * bilinear interpolation of the mapped levels follows */
+  float lut[256];
+  for (int v = 0; v < 256; v++) {
+    float f = (float)v * (1.0f / 255.0f);
+    if (gk != 1.0f) f = powf(f, gk);
+    f = (f - 0.5f) * ck + 0.5f + bk;
+    lut[v] = f < 0 ? 0 : (f > 1 ? 1 : f);
+  }
   /* inverse map: output pixel -> source coordinate, src = R^-1 S^-1 (dst - c - t) + c; edges are
    * clamped (films have dark borders anyway) */
   double c = cos(th), sn = sin(th), cx = 0.5 * (W - 1), cy = 0.5 * (H - 1);
   double isx = 1.0 / (s * ax), isy = 1.0 / (s * ay);
+  /* noise: a sum of two uniforms (triangular, sd = sigma) from the counter-based generator */
+  const float sigma = a->noise > 0 ? a->noise * 0.5f * (u[10] + 1.0f) : 0.0f, nk = sigma * 2.449489743f;
+  const uint64_t nkey = xd_rand_u64(key ^ 0x6e6f697365ULL, sample);
   for (int y = 0; y < H; y++) {
     for (int x = 0; x < W; x++) {
       double dx = (x - cx - tx) * isx, dy = (y - cy - ty) * isy;
@@ -89,19 +101,13 @@ void xd_augment_apply(const xd_augment *a, uint64_t key, uint64_t sample, const 
       int x0 = (int)sx, y0 = (int)sy;
       int x1 = x0 + 1 < W ? x0 + 1 : x0, y1 = y0 + 1 < H ? y0 + 1 : y0;
       float fx = (float)(sx - x0), fy = (float)(sy - y0);
-      float v = (1 - fy) * ((1 - fx) * src[y0 * W + x0] + fx * src[y0 * W + x1]) +
-                fy * ((1 - fx) * src[y1 * W + x0] + fx * src[y1 * W + x1]);
-      v *= 1.0f / 255.0f;
-      if (gk != 1.0f) v = powf(v < 0 ? 0 : (v > 1 ? 1 : v), gk);
-      v = (v - 0.5f) * ck + 0.5f + bk;
+      float v = (1 - fy) * ((1 - fx) * lut[src[y0 * W + x0]] + fx * lut[src[y0 * W + x1]]) +
+                fy * ((1 - fx) * lut[src[y1 * W + x0]] + fx * lut[src[y1 * W + x1]]);
+      if (sigma > 0) {
+        uint64_t i = (uint64_t)y * (uint64_t)W + (uint64_t)x;
+        v += nk * (xd_rand_uniform(nkey, 2 * i) + xd_rand_uniform(nkey, 2 * i + 1) - 1.0f);
+      }
       dst[y * W + x] = v < 0 ? 0 : (v > 1 ? 1 : v);
-    }
-  }
-  if (a->noise > 0) {
-    float sigma = a->noise * 0.5f * (u[10] + 1.0f);
-    for (int i = 0; i < H * W; i++) {
-      float v = dst[i] + sigma * xd_rng_normal(&r);
-      dst[i] = v < 0 ? 0 : (v > 1 ? 1 : v);
     }
   }
   if (a->erase > 0 && 0.5f * (u[11] + 1.0f) < a->erase) { /* cutout: 10-30% of each side, random grey */

@@ -29,9 +29,7 @@ void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, c
 }
 
 int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, int out_w, float *cam, float *prob) {
-  int lc = -1;
-  for (int i = 0; i < m->nlayers; i++)
-    if (m->layers[i].kind == XD_L_CONV) lc = i;
+  int lc = xd_model_cam_layer(m); /* the last feature map before the head (a residual block's sum) */
   if (lc < 0) return -1;
   const xd_layer *L = &m->layers[lc];
   xd_step_ctx c = {0};

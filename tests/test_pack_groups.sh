@@ -35,7 +35,7 @@ split_of_copies() { # every copy_of_personN must be in the same split as personN
 }
 
 for seed in 1 2 3; do
-  "$X" pack src plain$seed.h5 --size 8 --val-fraction 0.3 --seed $seed 2>/dev/null
+  "$X" pack src plain$seed.h5 --size 8 --val-fraction 0.3 --seed $seed --group-regex none 2>/dev/null
   split_of_copies plain$seed.h5
 done
 ok "byte-identical files stay in one split (3 seeds)"
@@ -56,7 +56,13 @@ for seed in 1 2 3; do
   straddle=$((straddle + $(comm -12 <(echo "$tr") <(echo "$va") | wc -l)))
 done
 [ "$straddle" -gt 0 ] || fail "image-level carve-outs never split a patient: the grouping test proves nothing"
-ok "--group-regex keeps every patient in one split (3 seeds); without it $straddle patients were split"
+ok "--group-regex keeps every patient in one split (3 seeds); with --group-regex none $straddle patients were split"
+# the default groups by the Kaggle patient id: same split as an explicit regex for these names
+"$X" pack src def.h5 --size 8 --val-fraction 0.3 --seed 1 2>/dev/null
+dtr=$(paths def.h5 train | sed -n 's|^\([A-Z]*\)/\(person[0-9]*\)_.*|\1/\2|p' | sort -u)
+dva=$(paths def.h5 val | sed -n 's|^\([A-Z]*\)/\(person[0-9]*\)_.*|\1/\2|p' | sort -u)
+[ -n "$dva" ] && [ "$(comm -12 <(echo "$dtr") <(echo "$dva") | wc -l)" -eq 0 ] || fail "default pack split a patient"
+ok "pack groups by the Kaggle patient id by default"
 
 rc=0; "$X" pack src bad.h5 --group-regex '(' 2> err.txt || rc=$?
 [ $rc -eq 1 ] && grep -q "group-regex" err.txt && [ ! -e bad.h5 ] || { cat err.txt; fail "bad regex: status $rc"; }

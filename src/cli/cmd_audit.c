@@ -24,7 +24,7 @@ static const char *HELP_HEAD =
     "  flip rate   share of images whose predicted label (probability >= threshold) differs from the\n"
     "              clean one; ->pos / ->neg count the flips to class 1 / to class 0\n"
     "  mean|dp|    mean over images of |probability perturbed - probability clean| (max|dp|: the largest)\n"
-    "Then Grad-CAM (last conv layer, class-1 score, map normalised to its maximum) on at most\n"
+    "Then Grad-CAM (last feature map before the head, class-1 score, map normalised to its maximum) on at most\n"
     "--cam-images images evenly spaced over the split: the average share of the map's mass inside the\n"
     "central thorax box (central 60% of the width x 70% of the height) and inside the outer frame (8%\n"
     "of the width/height on each side), next to those regions' share of the pixels (what a uniform map\n"
@@ -164,7 +164,7 @@ static void print_table(FILE *f, const xd_audit_result *r, const char *ckpt, con
     fprintf(f, "\nGrad-CAM: not computed (--cam-images 0, or the model has no conv layer)\n");
     return;
   }
-  fprintf(f, "\nGrad-CAM (last conv layer, class-1 score) on %lld images evenly spaced over the split", (long long)c->images);
+  fprintf(f, "\nGrad-CAM (last feature map before the head, class-1 score) on %lld images evenly spaced over the split", (long long)c->images);
   if (c->empty) fprintf(f, " (%lld more with an all-zero map left out)", (long long)c->empty);
   fprintf(f, ":\n  mass in the central thorax box (%.0f%% x %.0f%%, %.1f%% of the pixels): %5.1f%%", 100 * XD_AUDIT_BOX_W,
           100 * XD_AUDIT_BOX_H, 100 * c->center_area, 100 * c->center_share);

@@ -33,7 +33,7 @@ static const char *HELP =
     "                  --tta: chosen afresh, by the same rule, on the val split of --val-data V.h5 with\n"
     "                  these probabilities (required then: a stored threshold does not fit them)\n"
     "  --gradcam DIR   also write DIR/<image name>_p<probability>.png (at least 384x384): the Grad-CAM\n"
-    "                  heat map of the last conv layer (of the first --ckpt) for the class-1 score over\n"
+    "                  heat map of the last feature map before the head (of the first --ckpt) for the class-1 score over\n"
     "                  the X-ray, normalised per image (dark blue to red = weak to strongest evidence;\n"
     "                  uncoloured = none); the probability in the name is the one printed\n"
     "  --json          one JSON object: {\"threshold\": T, \"predictions\": [{\"path\", \"probability\",\n"
