@@ -4,19 +4,43 @@
 For each preset (dropout rate forced to 0 so the comparison is deterministic), at a small input size:
 a fixed input batch, the initial weights, the logits and loss, every gradient, and the weights (and
 batchnorm running statistics) after 1 and 3 Adam steps on that batch; for keras-seed also 1 and 2 steps
-of SGD (momentum 0.9), SGD (Nesterov, weight decay 1e-2), RMSProp, AdaGrad and Adam with weight decay. The reference runs in float64, so the
+of SGD (momentum 0.9), SGD (Nesterov, weight decay 1e-2), RMSProp, AdaGrad and Adam with weight decay.
+The layer graphs ("resnet": the resnet-s preset's structure at width 2; "graph": the rest of the graph
+language) record AdamW instead (lr 1e-3, weight decay 1e-2; groups adamw1, adamw3) and two weight EMAs
+(decay 0.998 and 0.2; groups ema_slow1/3 and ema_fast1/3, batchnorm statistics included). The loss is the
+plain mean binary (or categorical) cross-entropy, no class weights. The reference runs in float64, so the
 fixtures hold the exact answer and the C test measures xray-dp's float32 error against it.
 
+Models are built by scripts/to_torch.py (the loader of real checkpoints), so the fixtures check it too.
 Each fixture is an HDF5 file laid out like an xray-dp checkpoint (root attrs format, model, ...;
 /params/<i>/...), so the C test loads the initial state with the product's own checkpoint reader.
 
-Run with Debian's python3 (python3-torch, python3-h5py):  /usr/bin/python3 scripts/make_fixtures.py
+Run with Debian's python3 (python3-torch, python3-h5py), about 5 s on one core:
+    /usr/bin/python3 scripts/make_fixtures.py [--out DIR] [NAME...]
+(the committed fixtures regenerate bit for bit, except rounding-level differences in gradients that are
+zero in exact arithmetic: compare with --out /tmp/fx before committing a change).
 """
 import os, sys
 import h5py, numpy as np, torch, torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import to_torch  # noqa: E402  (scripts/to_torch.py: builds the PyTorch module of a model description)
+
 OUT = os.path.join(HERE, "..", "tests", "fixtures")
+
+
+def resnet_text(w, dropout="0"):
+    """src/model.c resnet_body(w): the resnet-s (w = 16) / resnet-m (w = 24) presets at width w."""
+    t = f"standardize\nconv {w} 3x3 pad=1\nbatchnorm relu\nmaxpool 2x2 name=stem\n"
+    prev = "stem"
+    for b, name in enumerate(("block1", "block2", "block3")):
+        c = w << (b + 1)
+        t += f"conv {c} 3x3 stride=2 pad=1\nbatchnorm relu\nconv {c} 3x3 pad=1\nbatchnorm name={name}_main\n"
+        t += f"conv {c} 1x1 stride=2 in={prev}\nbatchnorm\nadd {name}_main relu name={name}\n"
+        prev = name
+    return t + f"globalavgpool\ndropout {dropout}\ndense 1 sigmoid\n"
+
 
 PRESETS = {
     "keras-seed": (32, """conv 16 3x3 relu
@@ -61,6 +85,30 @@ dropout 0
 dense 1 sigmoid
 """),
     # not a preset: covers the remaining layers and activations, stride, rectangular kernels, softmax + CE
+    # the resnet-s preset's exact structure at width 2 (4, 8, 16 channels in the blocks): standardize,
+    # pad=1, stride 2, batchnorm relu, in=, 1x1 skip convs, add relu, globalavgpool, dropout
+    "resnet": (32, resnet_text(2)),
+    # not a preset: the rest of the graph language. standardize inside the network (its backward runs),
+    # a tensor read by a conv and an add (identity skip), in=input (the model input read twice), add
+    # without and with a non-relu activation, overlapping max pooling (3x3 stride 2), a strided avgpool,
+    # pad=1 with a rectangular kernel, batchnorm with fused activations on 4-D and on flat tensors
+    "graph": (12, """conv 4 3x3 pad=1 name=c1
+standardize eps=1e-4
+batchnorm tanh name=a
+conv 4 3x3 elu pad=same
+add a leakyrelu name=r1
+conv 4 1x1 in=input
+add r1 name=r2
+maxpool 3x3 stride=2
+conv 3 2x3 pad=1
+batchnorm elu
+avgpool 2x2 stride=1
+flatten
+batchnorm sigmoid
+dense 6 tanh
+dropout 0
+dense 1 sigmoid
+"""),
     "mixed": (20, """conv 6 3x3 leakyrelu stride=2 pad=same
 avgpool 2x2
 conv 8 2x3 elu pad=same
@@ -73,62 +121,22 @@ dense 3 softmax
 """),
 }
 BATCH = 4
-ACTS = {"relu": nn.ReLU, "leakyrelu": lambda: nn.LeakyReLU(0.01), "elu": nn.ELU, "sigmoid": nn.Sigmoid,
-        "tanh": nn.Tanh, "linear": nn.Identity}
+# the graph fixtures' training recipe: AdamW with decoupled decay, and weight EMAs (tests/test_torch_ref.c
+# mirrors these). EMA decay d_s = min(decay, (1 + s) / (10 + s)) after optimizer step s: with 0.998 every
+# recorded step is in the warm-up ((1+s)/(10+s) = 0.18, 0.25, 0.31), with 0.2 step 1 is warm-up and steps
+# 2 and 3 are capped at 0.2, so both branches of the min are covered.
+GRAPH_FIXTURES = ("resnet", "graph")
+ADAMW = dict(lr=1e-3, weight_decay=1e-2)
+EMAS = {"ema_slow": 0.998, "ema_fast": 0.2}
 
 
 def build(text, size):
-    """Our model description -> (nn.Sequential, [(layer index, module with params)], loss kind)."""
-    mods, owners = [], []
-    c, h, w, flat = 1, size, size, False
-    lines = [l.split("#")[0].split() for l in text.strip().splitlines()]
-    lines = [l for l in lines if l]
-    for i, t in enumerate(lines):
-        kind, last = t[0], i == len(lines) - 1
-        opts = dict(x.split("=") for x in t if "=" in x)
-        pos = [x for x in t[1:] if "=" not in x]
-        if kind == "conv":
-            f = int(pos[0]); kh, kw = map(int, pos[1].split("x"))
-            s = int(opts.get("stride", 1)); same = opts.get("pad") == "same"
-            if same:
-                oh, ow = -(-h // s), -(-w // s)
-                ph, pw = max((oh - 1) * s + kh - h, 0), max((ow - 1) * s + kw - w, 0)
-                pad = nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-                mods.append(pad)
-                h, w = h + ph, w + pw
-            m = nn.Conv2d(c, f, (kh, kw), stride=s)
-            mods.append(m); owners.append((i, m))
-            c, h, w = f, (h - kh) // s + 1, (w - kw) // s + 1
-            act = pos[2] if len(pos) > 2 else "linear"
-            mods.append(ACTS[act]())
-        elif kind in ("maxpool", "avgpool"):
-            kh, kw = map(int, pos[0].split("x"))
-            mods.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)((kh, kw)))
-            h, w = (h - kh) // kh + 1, (w - kw) // kw + 1
-        elif kind == "globalavgpool":
-            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-            h = w = 1; flat = True
-        elif kind == "batchnorm":
-            m = nn.BatchNorm1d(c) if flat else nn.BatchNorm2d(c)
-            mods.append(m); owners.append((i, m))
-        elif kind == "dropout":
-            assert float(pos[0]) == 0
-            mods.append(nn.Identity())
-        elif kind == "flatten":
-            mods.append(nn.Flatten()); c, h, w, flat = c * h * w, 1, 1, True
-        elif kind == "dense":
-            u = int(pos[0]); m = nn.Linear(c, u)
-            mods.append(m); owners.append((i, m)); c = u
-            act = pos[1] if len(pos) > 1 else "linear"
-            if not last:
-                mods.append(ACTS[act]())
-            else:
-                loss = "bce" if act == "sigmoid" else "ce"
-        elif kind in ACTS:
-            mods.append(ACTS[kind]())
-        else:
-            raise ValueError(kind)
-    return nn.Sequential(*mods), owners, loss
+    """Our model description -> (module, [(layer index, module with params)], loss kind). The module is
+    scripts/to_torch.py's, the loader of real checkpoints, so every fixture also checks that loader."""
+    model = to_torch.XrayNet(f"input 1x{size}x{size}\n" + text)
+    owners = [(i, m) for i, m in enumerate(model.layers)
+              if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))]
+    return model, owners, "bce" if model.nout == 1 else "ce"
 
 
 def tensors(owners):
@@ -171,7 +179,7 @@ def run(name, size, text):
     lossf = (lambda z: nn.functional.binary_cross_entropy_with_logits(z.squeeze(1), y.double())) if loss_kind == "bce" \
         else (lambda z: nn.functional.cross_entropy(z, y))
     path = os.path.join(OUT, f"torch_{name}.h5")
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", libver="latest") as f:  # compact groups: a third of the default size
         f.attrs["format"] = "xray-dp-checkpoint"; f.attrs["version"] = 1
         f.attrs["model"] = f"input 1x{size}x{size}\n" + text
         f.attrs["channels"] = 1; f.attrs["height"] = size; f.attrs["width"] = size
@@ -186,6 +194,8 @@ def run(name, size, text):
         save_state(f, "grads", owners, "grad")
         # name -> (constructor, steps recorded); tests/test_torch_ref.c mirrors these settings
         optims = {"adam": (lambda p: torch.optim.Adam(p, lr=1e-3), (1, 3))}
+        if name in GRAPH_FIXTURES:
+            optims = {"adamw": (lambda p: torch.optim.AdamW(p, **ADAMW), (1, 3))}
         if name == "keras-seed":
             optims["sgd"] = (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), (1, 2))
             optims["sgdn"] = (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2), (1, 2))
@@ -195,15 +205,30 @@ def run(name, size, text):
         for oname, (make, record) in optims.items():
             model.load_state_dict(state0)
             opt = make(model.parameters())
+            emas = {g: (decay, [t.detach().clone() for _, t in tensors(owners) + buffers(owners)])
+                    for g, decay in EMAS.items()} if oname == "adamw" else {}
             for step in range(1, max(record) + 1):
                 opt.zero_grad(); lossf(model(x)).backward(); opt.step()
+                for g, (decay, ema) in emas.items():
+                    d = min(decay, (1 + step) / (10 + step))
+                    with torch.no_grad():
+                        for e, (_, t) in zip(ema, tensors(owners) + buffers(owners)):
+                            e.mul_(d).add_(t.detach() * (1 - d))
                 if step in record:
                     save_state(f, f"{oname}{step}", owners)
+                    for g, (decay, ema) in emas.items():
+                        for e, (tname, _) in zip(ema, tensors(owners) + buffers(owners)):
+                            f.create_dataset(f"{g}{step}/{tname}", data=e.numpy().astype(np.float32))
+                        f[f"{g}{step}"].attrs["decay"] = decay
     print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB)")
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] == ["--out"]:  # another directory, e.g. to compare a regeneration with the committed files
+        OUT, args = args[1], args[2:]
+    torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     for name, (size, text) in PRESETS.items():
-        if len(sys.argv) < 2 or name in sys.argv[1:]:
+        if not args or name in args:
             run(name, size, text)
