@@ -32,6 +32,7 @@ typedef struct xd_ckpt_meta {
   char command[4096];
   char monitor[16];
   char data[1024];
+  double train_prior;    /* the class-1 prior the loss saw (class weights included); 0 = unknown */
 } xd_ckpt_meta;
 
 /* opt may be NULL (best.h5 holds weights only). */

@@ -139,6 +139,7 @@ static int write_all(hid_t f, const xd_model *m, const xd_optimizer *opt, const 
     XD_TRY(attr_str(f, "monitor", meta->monitor, e));
     XD_TRY(attr_str(f, "data", meta->data, e));
     if (meta->nclasses > 0) XD_TRY(attr_strs(f, "class_names", meta->nclasses, meta->class_names, e));
+    if (meta->train_prior > 0 && meta->train_prior < 1) XD_TRY(attr_f64(f, "train_prior", meta->train_prior, e));
   }
   if (st) {
     XD_TRY(attr_i64(f, "step", st->step, e));

@@ -352,6 +352,11 @@ static int setup(run *r, xd_err *e) {
   snprintf(r->meta.monitor, sizeof r->meta.monitor, "%s",
            o->monitor_last ? "last" : (o->monitor_auc ? "val_auc" : "val_loss"));
   snprintf(r->meta.data, sizeof r->meta.data, "%s", o->data);
+  if (r->info.nclasses == 2) { /* the prior the weighted loss saw: what eval --prior corrects from */
+    double w0 = r->cwp ? r->cw[0] : 1.0, w1 = r->cwp ? r->cw[1] : 1.0;
+    double a = w0 * (double)r->class_count[0], b = w1 * (double)r->class_count[1];
+    r->meta.train_prior = a + b > 0 ? b / (a + b) : 0;
+  }
   return 0;
 }
 
