@@ -24,6 +24,7 @@ typedef struct xd_layer {
   char name[XD_NAME_MAX]; /* `name=...`, or "" */
   int in0, in1;    /* input tensors; in1 = -1 unless the layer has two inputs */
   int consumers;   /* layers reading this layer's output (0 only for the last layer) */
+  int needs_grad;  /* the gradient w.r.t. this layer's output reaches a parameter (else backward skips it) */
   xd_act act;      /* conv, dense, batchnorm, add, act: the activation applied to the output */
   int in_c, in_h, in_w, out_c, out_h, out_w; /* per-sample shapes; flat tensors have h = w = 1 */
   int flat;        /* output is a flat [features] tensor (after flatten or dense) */

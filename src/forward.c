@@ -341,7 +341,7 @@ void xd_backward(xd_model *m, xd_workspace *ws, int B, const xd_step_ctx *c, int
     int handed_over = 0;
     for (int k = 0; k < 2; k++) {
       int t = in[k];
-      if (t <= 0) continue; /* no input, or the model input: no gradient needed */
+      if (t <= 0 || !m->layers[t - 1].needs_grad) continue; /* the model input, or nothing upstream to train */
       if (L->kind == XD_L_FLATTEN && !ws->grad_of[t]) { /* same layout: the gradient buffer changes hands */
         ws->grad_of[t] = dy;
         handed_over = 1;

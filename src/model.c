@@ -213,7 +213,11 @@ static int valid_name(const char *s) {
  * refs[] and resolved once the line is known to be well formed. */
 static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok, char refs[2][XD_NAME_MAX]) {
   const char *eq = strchr(tok, '=');
-  if (!eq) return PFAIL(pc, "unexpected '%s'", tok);
+  if (!eq) {
+    xd_act a;
+    if (parse_act(tok, &a) == 0) return PFAIL(pc, "unexpected '%s': the activation comes before key=value options", tok);
+    return PFAIL(pc, "unexpected '%s'", tok);
+  }
   char key[32];
   size_t kl = (size_t)(eq - tok);
   if (kl >= sizeof key) return PFAIL(pc, "unknown option '%s'", tok);
@@ -339,7 +343,7 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
     L->kind = XD_L_DENSE;
     if (nt < 2 || parse_int(tok[1], &L->p.dense.units)) return PFAIL(pc, "expected 'dense UNITS [ACTIVATION]'");
     pos = 2;
-    if (pos < nt) {
+    if (pos < nt && !strchr(tok[pos], '=')) {
       if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
       pos++;
     }
@@ -449,7 +453,6 @@ static int resolve_ref(parse_ctx *pc, const xd_model *m, const char *name, int *
   if (!strcmp(name, "input")) return 0;
   int i = find_layer(m, name);
   if (i >= 0) return i + 1;
-  /* a later line? look ahead in the text for name=NAME to give a better message */
   char names[256] = "";
   size_t k = 0;
   for (int j = 0; j < m->nlayers && k + XD_NAME_MAX + 3 < sizeof names; j++)
@@ -493,9 +496,17 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     char *tok[MAXTOK];
     int nt = 0;
     char *save = NULL;
-    for (char *t = strtok_r(p, " \t\r", &save); t && nt < MAXTOK; t = strtok_r(NULL, " \t\r", &save)) tok[nt++] = t;
+    int extra = 0;
+    for (char *t = strtok_r(p, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
+      if (nt < MAXTOK) tok[nt++] = t;
+      else extra = 1;
+    }
     p = nl ? nl + 1 : NULL;
     if (nt == 0) continue;
+    if (extra) {
+      rc = PFAIL(&pc, "more than %d words on one line", MAXTOK);
+      break;
+    }
     xd_layer L;
     int is_input, dims[3];
     char refs[2][XD_NAME_MAX];
@@ -611,6 +622,13 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
   }
   m->nparams = np;
   m->nbuffers = nb;
+  /* an output's gradient is needed when this layer or one upstream of it has parameters: the input
+   * gradient of the first parametrised layer (and of parameter-free layers before it) is never used */
+  for (int i = 0; i < m->nlayers; i++) {
+    xd_layer *L = &m->layers[i];
+    int up = (L->in0 > 0 && m->layers[L->in0 - 1].needs_grad) || (L->in1 > 0 && m->layers[L->in1 - 1].needs_grad);
+    L->needs_grad = L->w_n + L->b_n > 0 || up;
+  }
   m->params = xd_alloc(np * sizeof(float), "parameters", e);
   m->grads = m->params ? xd_alloc(np * sizeof(float), "gradients", e) : NULL;
   m->buffers = m->grads ? xd_alloc((nb ? nb : 1) * sizeof(float), "batchnorm statistics", e) : NULL;

@@ -78,6 +78,12 @@ int main(void) {
                "m.txt:3: the output of this layer is never used");
   expect_error("input 1x8x8\nconv 4 3x3 name=9x\n", "m.txt:2: bad name '9x'");
   expect_error("input 1x8x8\nadd\n", "m.txt:2: expected 'add NAME");
+  expect_error("input 1x8x8\nconv 4 3x3 pad=1 relu\n", "m.txt:2: unexpected 'relu': the activation comes before");
+  expect_error("input 1x8x8\nconv 4 3x3 relu stride=1 pad=1 name=a name=b name=c name=d name=e name=f name=g name=h "
+               "name=i name=j name=k name=l\n", "m.txt:2: more than 16 words on one line");
+  CHECK(xd_model_build(&m, "input 1x4x4\nflatten\ndense 4 name=h\ndense 1 sigmoid in=h\n", "t", &e) == 0);
+  CHECK(m.layers[1].act == XD_ACT_LINEAR && !strcmp(m.layers[1].name, "h"));
+  xd_model_free(&m);
   expect_error("input 1x8x8\nstandardize eps=0\n", "m.txt:2: bad eps '0'");
   expect_error("input 1x8x8\nconv 4 3x3 pad=3\n", "m.txt:2: pad=3 must be smaller than the 3x3 kernel");
   /* a skip connection from the model input, and in=input */
