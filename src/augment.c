@@ -117,10 +117,10 @@ void xd_augment_apply(const xd_augment *a, uint64_t key, uint64_t sample, const 
     for (int y = y0; y < y0 + eh && y < H; y++)
       for (int x = x0; x < x0 + ew && x < W; x++) dst[y * W + x] = fill;
   }
-  if (a->border > 0 && xd_rng_uniform(&r) < a->border) { /* a frame of 0-8% per side, black or white */
+  if (a->border > 0 && xd_rng_uniform(&r) < a->border) { /* a frame of 0-8% per side: black, or any grey */
     int t = (int)(H * 0.08f * xd_rng_uniform(&r)), b = (int)(H * 0.08f * xd_rng_uniform(&r));
     int l = (int)(W * 0.08f * xd_rng_uniform(&r)), rr = (int)(W * 0.08f * xd_rng_uniform(&r));
-    float fill = xd_rng_uniform(&r) < 0.8f ? 0.0f : 1.0f;
+    float fill = xd_rng_uniform(&r) < 0.5f ? 0.0f : xd_rng_uniform(&r);
     for (int y = 0; y < H; y++)
       for (int x = 0; x < W; x++)
         if (y < t || y >= H - b || x < l || x >= W - rr) dst[y * W + x] = fill;
