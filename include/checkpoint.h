@@ -46,6 +46,8 @@ int xd_checkpoint_load(const char *path, xd_model *m, xd_train_state *st, xd_ckp
 int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e);
 /* Loads optimizer moments and step; the optimizer must be allocated for m. */
 int xd_checkpoint_load_optim(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e);
+/* The optimizer a full checkpoint (last.h5) holds state for: its kind and EMA decay (0 = none). */
+int xd_checkpoint_optim_info(const char *path, xd_opt_kind *kind, double *ema_decay, xd_err *e);
 /* 1 if the file is an xray-dp checkpoint, 0 if not, -1 if unreadable. */
 int xd_checkpoint_probe(const char *path);
 /* Prints a description (for `xray-dp info`). */

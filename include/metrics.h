@@ -100,4 +100,8 @@ void xd_metrics_binary_weighted(int64_t n, const float *prob, const uint8_t *lab
  * of further members: "\"key\": value, ..." without a leading comma). One line. Returns 0 or -1. */
 int xd_metrics_json_full(FILE *f, const xd_binary_metrics *m, const xd_calibration *c, const char *extra);
 
+/* A JSON number: the shortest of %.15g/%.17g that reads back as the same double; NaN and infinities
+ * as null. */
+void xd_json_number(FILE *f, double v);
+
 #endif

@@ -29,7 +29,7 @@ typedef struct xd_layer {
   int in_c, in_h, in_w, out_c, out_h, out_w; /* per-sample shapes; flat tensors have h = w = 1 */
   int flat;        /* output is a flat [features] tensor (after flatten or dense) */
   union {
-    struct { int filters, kh, kw, stride, same, pad_top, pad_left; } conv;
+    struct { int filters, kh, kw, stride, same, pad_top, pad_left, nobias; } conv;
     struct { int kh, kw, sh, sw; } pool;
     struct { int units; } dense;
     struct { float rate; } dropout;

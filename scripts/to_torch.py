@@ -148,6 +148,7 @@ def parse(text):
             L["stride"] = int(opts.pop("stride", 1))
             pad = opts.pop("pad", "valid")
             L["pad"] = pad if pad in ("same", "valid") else int(pad)
+            L["bias"] = opts.pop("bias", "1") != "0"
             if len(pos) > 2:
                 L["act"] = pos[2]
         elif kind in ("maxpool", "avgpool"):
@@ -249,7 +250,7 @@ class Conv(nn.Conv2d):
     def __init__(self, L):
         (kh, kw), pad = L["k"], L["pad"]
         super().__init__(L["in_shape"][0], L["filters"], (kh, kw), stride=L["stride"],
-                         padding=pad if isinstance(pad, int) else 0, bias=True)
+                         padding=pad if isinstance(pad, int) else 0, bias=L.get("bias", True))
         self.pad4 = L.get("pad4")  # Keras 'same': asymmetric, applied with F.pad
         self.act = L["act"]
 

@@ -92,7 +92,7 @@ static int layer_tensors(const xd_layer *L, tensor_desc t[4]) {
   int k = 0;
   if (L->kind == XD_L_CONV) {
     t[k++] = (tensor_desc){"weight", 4, {(hsize_t)L->out_c, (hsize_t)L->in_c, (hsize_t)L->p.conv.kh, (hsize_t)L->p.conv.kw}, L->w_off, L->w_n, 0};
-    t[k++] = (tensor_desc){"bias", 1, {(hsize_t)L->out_c}, L->b_off, L->b_n, 0};
+    if (L->b_n) t[k++] = (tensor_desc){"bias", 1, {(hsize_t)L->out_c}, L->b_off, L->b_n, 0};
   } else if (L->kind == XD_L_DENSE) {
     t[k++] = (tensor_desc){"weight", 2, {(hsize_t)L->out_c, (hsize_t)L->in_c}, L->w_off, L->w_n, 0};
     t[k++] = (tensor_desc){"bias", 1, {(hsize_t)L->out_c}, L->b_off, L->b_n, 0};
@@ -326,6 +326,24 @@ static int load_optim_impl(const char *path, const xd_model *m, xd_optimizer *op
       snprintf(p, sizeof p, "/optim/v/%d/%s", i, t[j].name);
       if (rc == 0) rc = read_tensor(f, path, p, opt->v + t[j].off, t[j].n, e);
     }
+  }
+  H5Fclose(f);
+  return rc;
+}
+
+int xd_checkpoint_optim_info(const char *path, xd_opt_kind *kind, double *ema_decay, xd_err *e) {
+  hid_t f = open_ckpt(path, e);
+  if (f < 0) return -1;
+  int rc = 0;
+  char name[32] = "";
+  *ema_decay = 0;
+  hid_t g = H5Lexists(f, "/optim", H5P_DEFAULT) > 0 ? H5Gopen2(f, "/optim", H5P_DEFAULT) : -1;
+  if (g < 0) rc = xd_fail(e, "%s: no optimizer state (a best.h5? only last.h5 has it)", path);
+  if (rc == 0) {
+    read_attr_str(g, "kind", name, sizeof name);
+    read_attr_num(g, "ema_decay", H5T_NATIVE_DOUBLE, ema_decay);
+    H5Gclose(g);
+    if (xd_opt_parse(name, kind)) rc = xd_fail(e, "%s: unknown optimizer '%s'", path, name);
   }
   H5Fclose(f);
   return rc;

@@ -47,11 +47,11 @@ typedef void (*bwd_fn)(const layer_io *io, const float *x, const float *dy, floa
 
 static void conv_fwd(const layer_io *io, const float *x, float *y) {
   xd_conv_dims d = conv_dims(io->L, io->B);
-  conv2d_forward(&d, x, W_(io), B_(io), y, io->ws->scratch);
+  conv2d_forward(&d, x, W_(io), io->L->b_n ? B_(io) : NULL, y, io->ws->scratch);
 }
 static void conv_bwd(const layer_io *io, const float *x, const float *dy, float *dx[2]) {
   xd_conv_dims d = conv_dims(io->L, io->B);
-  conv2d_backward(&d, x, W_(io), dy, dx[0], GW_(io), GB_(io), io->ws->scratch);
+  conv2d_backward(&d, x, W_(io), dy, dx[0], GW_(io), io->L->b_n ? GB_(io) : NULL, io->ws->scratch);
 }
 static void dense_fwd(const layer_io *io, const float *x, float *y) {
   dense_forward(io->B, io->L->in_c, io->L->out_c, x, W_(io), B_(io), y);

@@ -138,8 +138,7 @@ void xd_metrics_binary(int64_t n, const float *prob, const uint8_t *label, doubl
   free(s);
 }
 
-/* Shortest of %.15g/%.17g that reads back as the same double; NaN and infinities as null. */
-static void json_number(FILE *f, double v) {
+void xd_json_number(FILE *f, double v) {
   if (!isfinite(v)) {
     fputs("null", f);
     return;
@@ -158,7 +157,7 @@ static void json_body(FILE *f, const xd_binary_metrics *m) {
   fprintf(f, "{\"n\": %lld", (long long)m->n);
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     fprintf(f, ", \"%s\": ", keys[i]);
-    json_number(f, vals[i]);
+    xd_json_number(f, vals[i]);
   }
   fprintf(f, ", \"confusion\": [[%lld, %lld], [%lld, %lld]]", (long long)m->confusion[0][0],
           (long long)m->confusion[0][1], (long long)m->confusion[1][0], (long long)m->confusion[1][1]);
@@ -339,16 +338,16 @@ double xd_bce_of_probs(int64_t n, const float *prob, const uint8_t *label, doubl
 int xd_metrics_json_full(FILE *f, const xd_binary_metrics *m, const xd_calibration *c, const char *extra) {
   json_body(f, m);
   fputs(", \"ece\": ", f);
-  json_number(f, c->ece);
+  xd_json_number(f, c->ece);
   fputs(", \"brier\": ", f);
-  json_number(f, c->brier);
+  xd_json_number(f, c->brier);
   fputs(", \"reliability\": [", f);
   for (int b = 0; b < XD_CAL_BINS; b++) {
     fprintf(f, "%s{\"bin_lo\": %.1f, \"bin_hi\": %.1f, \"count\": %lld, \"mean_prob\": ", b ? ", " : "",
             c->bin_lo[b], c->bin_hi[b], (long long)c->count[b]);
-    json_number(f, c->mean_prob[b]);
+    xd_json_number(f, c->mean_prob[b]);
     fputs(", \"frac_pos\": ", f);
-    json_number(f, c->frac_pos[b]);
+    xd_json_number(f, c->frac_pos[b]);
     fputc('}', f);
   }
   fputc(']', f);

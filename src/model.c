@@ -58,20 +58,24 @@ static const char *const PRESET_PETRE_BN =
 /* A small residual network (He et al. 2016 basic blocks) for 1-channel X-rays: per-image
  * standardisation, a stem conv W + BN + ReLU + 2x2 max pool, three basic blocks of 2W, 4W, 8W channels
  * with stride 2 (3x3 convs, BN, ReLU; a 1x1 stride-2 conv + BN on the skip path), global average
- * pooling, dropout, one logit. PyTorch-equivalent padding (pad=1). */
+ * pooling, dropout, one logit. PyTorch-equivalent padding (pad=1); convolutions before a batchnorm have
+ * no bias (bias=0, PyTorch's bias=False): the batchnorm removes any per-channel offset, so such a bias
+ * has no true gradient, only float noise, which Adam would turn into +-lr steps that differ with the
+ * rank count. */
 static char *resnet_body(int w) {
   size_t cap = 4096, n = 0;
   char *t = malloc(cap);
   if (!t) return NULL;
 #define EMIT(...) n += (size_t)snprintf(t + n, cap - n, __VA_ARGS__)
   EMIT("standardize\n");
-  EMIT("conv %d 3x3 pad=1\nbatchnorm relu\nmaxpool 2x2 name=stem\n", w);
+  EMIT("conv %d 3x3 pad=1 bias=0\nbatchnorm relu\nmaxpool 2x2 name=stem\n", w);
   const char *prev = "stem";
   static const char *const names[] = {"block1", "block2", "block3"};
   for (int b = 0; b < 3; b++) {
     int c = w << (b + 1);
-    EMIT("conv %d 3x3 stride=2 pad=1\nbatchnorm relu\nconv %d 3x3 pad=1\nbatchnorm name=%s_main\n", c, c, names[b]);
-    EMIT("conv %d 1x1 stride=2 in=%s\nbatchnorm\nadd %s_main relu name=%s\n", c, prev, names[b], names[b]);
+    EMIT("conv %d 3x3 stride=2 pad=1 bias=0\nbatchnorm relu\nconv %d 3x3 pad=1 bias=0\nbatchnorm name=%s_main\n", c, c,
+         names[b]);
+    EMIT("conv %d 1x1 stride=2 bias=0 in=%s\nbatchnorm\nadd %s_main relu name=%s\n", c, prev, names[b], names[b]);
     prev = names[b];
   }
   EMIT("globalavgpool\ndropout 0.2\ndense 1 sigmoid\n");
@@ -243,6 +247,11 @@ static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok, char refs[2
     else if (parse_int(val, &pv)) return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%s'", val);
     L->p.conv.same = 2; /* explicit, symmetric: PyTorch's padding=N */
     L->p.conv.pad_top = L->p.conv.pad_left = pv;
+    return 0;
+  }
+  if (L->kind == XD_L_CONV && !strcmp(key, "bias")) {
+    if (strcmp(val, "0") && strcmp(val, "1")) return PFAIL(pc, "bias must be 0 or 1, got '%s'", val);
+    L->p.conv.nobias = !strcmp(val, "0"); /* bias=0: PyTorch's bias=False (e.g. before a batchnorm) */
     return 0;
   }
   if (L->kind == XD_L_CONV && !strcmp(key, "stride")) {
@@ -604,7 +613,7 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     xd_layer *L = &m->layers[i];
     if (L->kind == XD_L_CONV) {
       L->w_n = (size_t)L->out_c * L->in_c * L->p.conv.kh * L->p.conv.kw;
-      L->b_n = (size_t)L->out_c;
+      L->b_n = L->p.conv.nobias ? 0 : (size_t)L->out_c;
     } else if (L->kind == XD_L_DENSE) {
       L->w_n = (size_t)L->out_c * L->in_c;
       L->b_n = (size_t)L->out_c;

@@ -646,7 +646,10 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       break;
     }
   }
-  if (rc == 0 && r->st.best_epoch)
+  if (rc == 0 && r->st.best_epoch && o->monitor_last)
+    say(r, "xray-dp: done; kept the last epoch's %smodel (epoch %lld, threshold %.4f for >= 95%% sensitivity) in %s\n",
+        r->opt.ema ? "weight-averaged (EMA) " : "", (long long)r->st.best_epoch, r->st.threshold, r->best_path);
+  else if (rc == 0 && r->st.best_epoch)
     say(r, "xray-dp: done; best epoch %lld (%s %.4f, threshold %.4f for >= 95%% sensitivity) in %s\n",
         (long long)r->st.best_epoch, r->has_val ? (o->monitor_auc ? "val_auc" : "val_loss") : "train_loss",
         r->st.best_metric, r->st.threshold, r->best_path);

@@ -12,29 +12,6 @@ W=$3
 rm -rf "$W" && mkdir -p "$W" || exit 1
 . "$SRC/tests/lib.sh"
 command -v jq > /dev/null || { echo "FAIL: jq is needed (scripts/deps.sh --test installs it)" >&2; exit 1; }
-run() { "$@" > "$W/out.txt" 2> "$W/err.txt"; echo $? > "$W/rc.txt"; }
-rc() { cat "$W/rc.txt"; }
-fails_with() { # fails_with CODE NAME_IN_MESSAGE DESCRIPTION -- command...: exit CODE, one line naming NAME
-  local want=$1 name=$2 what=$3; shift 4
-  run "$@"
-  [ "$(rc)" -eq "$want" ] && ok || bad "$what: exit $(rc), expected $want"
-  [ "$(wc -l < "$W/err.txt")" -eq 1 ] && ok || bad "$what: expected one stderr line, got: $(cat "$W/err.txt")"
-  grep -qF -- "$name" "$W/err.txt" && ok || bad "$what: message does not name '$name': $(cat "$W/err.txt")"
-  [ ! -s "$W/out.txt" ] && ok || bad "$what: wrote to stdout on failure: $(head -c 300 "$W/out.txt")"
-}
-
-# Binary PGMs of odd sizes (pack resizes them) with deterministic texture; PNEUMONIA ones get a bright
-# blob, so a few training steps separate the classes (as in test_eval.sh).
-pgm() { # pgm FILE W H SEED BLOB
-  local esc
-  esc=$(awk -v w="$2" -v h="$3" -v s="$4" -v b="$5" 'BEGIN {
-    for (y = 0; y < h; y++) for (x = 0; x < w; x++) {
-      s = (s * 69069 + 12345) % 4294967296
-      v = int(40 + 100 * x / w + (s % 60) + b * exp(-((x - w / 2) ^ 2 + (y - h / 3) ^ 2) / (w * h / 10)))
-      printf "\\%03o", (v > 255 ? 255 : v)
-    } }')
-  { printf 'P5\n%d %d\n255\n' "$2" "$3"; printf "$esc"; } > "$1"
-}
 S=$W/src
 mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
 for i in $(seq 1 24); do

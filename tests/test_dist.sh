@@ -37,6 +37,14 @@ done
 ! "$DIFF" bnlocal2/last.h5 bnlocal1/last.h5 1e-5 >/dev/null || fail "local batchnorm statistics should differ across np"
 ok "--sync-bn: np 2 = np 1 to 1e-5 (weights and running statistics); local statistics differ as they should"
 
+# the default model (residual graph, sync-bn, AdamW, EMA, augmentation and dropout on): np 2 = np 1
+for np in 1 2; do
+  "${MPI[@]}" -np $np "$X" train --data d.h5 --model default --batch 140 --no-shuffle --max-steps 3 --out res$np --quiet
+done
+"$DIFF" res2/last.h5 res1/last.h5 1e-5 || fail "default recipe: np 2 vs np 1 weights beyond 1e-5"
+"$DIFF" res2/last.h5 res1/last.h5 5e-5 --optim || fail "default recipe: np 2 vs np 1 moments/EMA beyond 5e-5"
+ok "default recipe (resnet-s, sync-bn, AdamW, EMA, augmentation, dropout): np 2 = np 1, weights to 1e-5, moments and EMA to 5e-5"
+
 # fixed rank count -> bitwise identical (shuffles, augmentation, dropout all active)
 T=("$X" train --data d.h5 --model keras-seed --batch 16 --epochs 3 --patience 0 --augment default --quiet)
 "${MPI[@]}" -np 2 "${T[@]}" --out r1

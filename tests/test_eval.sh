@@ -14,29 +14,6 @@ W=$3
 rm -rf "$W" && mkdir -p "$W" || exit 1
 . "$2/tests/lib.sh"
 command -v jq > /dev/null || { echo "FAIL: jq is needed (scripts/deps.sh --test installs it)" >&2; exit 1; }
-run() { "$@" > "$W/out.txt" 2> "$W/err.txt"; echo $? > "$W/rc.txt"; }
-rc() { cat "$W/rc.txt"; }
-fails_with() { # fails_with CODE NAME_IN_MESSAGE DESCRIPTION -- command...: exit CODE, one line naming NAME
-  local want=$1 name=$2 what=$3; shift 4
-  run "$@"
-  [ "$(rc)" -eq "$want" ] && ok || bad "$what: exit $(rc), expected $want"
-  [ "$(wc -l < "$W/err.txt")" -eq 1 ] && ok || bad "$what: expected one stderr line, got: $(cat "$W/err.txt")"
-  grep -qF -- "$name" "$W/err.txt" && ok || bad "$what: message does not name '$name': $(cat "$W/err.txt")"
-  [ ! -s "$W/out.txt" ] && ok || bad "$what: wrote to stdout on failure: $(head -c 300 "$W/out.txt")"
-}
-
-# Binary PGMs of odd sizes (so the area-average resize runs) with deterministic texture; PNEUMONIA ones
-# get a bright blob, so a few training steps spread the scores.
-pgm() { # pgm FILE W H SEED BLOB
-  local esc
-  esc=$(awk -v w="$2" -v h="$3" -v s="$4" -v b="$5" 'BEGIN {
-    for (y = 0; y < h; y++) for (x = 0; x < w; x++) {
-      s = (s * 69069 + 12345) % 4294967296
-      v = int(40 + 100 * x / w + (s % 60) + b * exp(-((x - w / 2) ^ 2 + (y - h / 3) ^ 2) / (w * h / 10)))
-      printf "\\%03o", (v > 255 ? 255 : v)
-    } }')
-  { printf 'P5\n%d %d\n255\n' "$2" "$3"; printf "$esc"; } > "$1"
-}
 S=$W/src
 mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
 for i in $(seq 1 14); do
@@ -176,12 +153,12 @@ run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --reliability "$W/r
   && [ "$(awk -F, 'NR > 1 { n += $3 } END { print n }' "$W/rel.csv")" = "$(jq .n "$W/out.txt")" ] && ok || bad "--reliability: $(cat "$W/rel.csv")"
 ls "$W"/rel.csv.tmp* > /dev/null 2>&1 && bad "temporary file left behind" || ok
 run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --threshold auto --prior 0.2 --json --scores "$W/sprior.tsv"
-[ "$(rc)" -eq 0 ] && [ "$(jq -c '[.prior.deployment, .prior.train_from, .confusion == $c]' --argjson c "$(jq -c .confusion "$W/eauto.json")" "$W/out.txt")" = '[0.2,"training data",true]' ] \
+[ "$(rc)" -eq 0 ] && [ "$(jq -c '[.prior.deployment, .prior.train_from, .confusion == $c]' --argjson c "$(jq -c .confusion "$W/eauto.json")" "$W/out.txt")" = '[0.2,"checkpoint",true]' ] \
   && ok || bad "--prior 0.2: $(cat "$W/out.txt" "$W/err.txt")"
 moved() { # moved BEFORE.tsv AFTER.tsv P Q: AFTER's probabilities are BEFORE's with the odds times odds(P)/odds(Q)
   paste "$1" "$2" | awk -F'\t' -v P="$3" -v Q="$4" '{ r = (P / (1 - P)) / (Q / (1 - Q)); p = $2; q = p * r / (p * r + 1 - p)
     d = q - $5; if (d < 0) d = -d; if (d > 1e-6) exit 1 }'; }
-q_train=$(jq .prior.train "$W/out.txt") # the train split's positive share (10 of 20 here, 0.5)
+q_train=$(jq .prior.train "$W/out.txt") # the checkpoint's train_prior: 10 of 20 positive, no class weights: 0.5
 [ "$q_train" = 0.5 ] && moved "$W/sauto.tsv" "$W/sprior.tsv" 0.2 "$q_train" && ok || bad "--prior: probabilities not moved by the odds ratio (q $q_train)"
 run "$BIN" eval --ckpt "$C" --data "$W/d16.h5" --split train --prior 0.2 --train-prior 0.7 --json --scores "$W/sprior7.tsv"
 [ "$(jq -c '[.prior.train, .prior.train_from]' "$W/out.txt")" = '[0.7,"option"]' ] && moved "$W/s64.tsv" "$W/sprior7.tsv" 0.2 0.7 \

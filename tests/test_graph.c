@@ -43,7 +43,7 @@ static void graph_grad(const char *override) {
       "batchnorm elu\n"
       "conv 4 3x3 pad=1\n"
       "add stem tanh name=r1\n"
-      "conv 6 3x3 stride=2 pad=1\n"
+      "conv 6 3x3 stride=2 pad=1 bias=0\n"
       "batchnorm elu\n"
       "conv 6 3x3 pad=1 name=main\n"
       "conv 6 1x1 stride=2 in=r1\n"

@@ -78,6 +78,7 @@ int main(void) {
                "m.txt:3: the output of this layer is never used");
   expect_error("input 1x8x8\nconv 4 3x3 name=9x\n", "m.txt:2: bad name '9x'");
   expect_error("input 1x8x8\nadd\n", "m.txt:2: expected 'add NAME");
+  expect_error("input 1x8x8\nconv 4 3x3 bias=no\n", "m.txt:2: bias must be 0 or 1, got 'no'");
   expect_error("input 1x8x8\nconv 4 3x3 pad=1 relu\n", "m.txt:2: unexpected 'relu': the activation comes before");
   expect_error("input 1x8x8\nconv 4 3x3 relu stride=1 pad=1 name=a name=b name=c name=d name=e name=f name=g name=h "
                "name=i name=j name=k name=l\n", "m.txt:2: more than 16 words on one line");

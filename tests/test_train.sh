@@ -35,6 +35,25 @@ cut -d, -f1-11 a/metrics.csv > a.cols; cut -d, -f1-11 c/metrics.csv > c.cols
 cmp -s a.cols c.cols || { diff a.cols c.cols; fail "resumed metrics.csv differs"; }
 ok "--max-steps + --resume ends bitwise identical to an uninterrupted run, same metrics rows"
 
+# the default model and its recipe (residual graph, standardize, AdamW, warm-up + cosine per step, EMA,
+# shortcut augmentation, balanced classes): bitwise across thread counts, and resume (EMA included)
+R=("$X" train --data d.h5 --model default --batch 16 --epochs 2 --quiet)
+"${R[@]}" --out ra --threads 1
+"${R[@]}" --out rb --threads 2
+"$DIFF" ra/last.h5 rb/last.h5 0 --optim || fail "default recipe: 1 and 2 threads differ"
+"${R[@]}" --out rc --max-steps 11 --threads 2
+"${R[@]}" --out rc --resume --threads 2
+"$DIFF" ra/last.h5 rc/last.h5 0 --optim || fail "default recipe: resumed run differs from the uninterrupted one"
+"$DIFF" ra/best.h5 rc/best.h5 0 || fail "default recipe: resumed best.h5 differs"
+grep -q "recipe of the preset" ra/train.log || fail "train.log does not record the recipe"
+h5dump -a /optim/ema_decay ra/last.h5 | grep -q "0.998" || fail "last.h5 does not record the EMA decay"
+ok "default recipe (resnet-s, AdamW, EMA, augmentation): 1 vs 2 threads and --max-steps + --resume bitwise (weights, moments, EMA)"
+
+# the recipe is only a default: an option on the command line overrides it
+"$X" train --data d.h5 --model default --batch 16 --epochs 1 --optimizer adam --ema 0 --out ro --quiet
+grep -q "optimizer adam lr 0.002 .*EMA 0;" ro/train.log || { cat ro/train.log; fail "options did not override the recipe"; }
+ok "command-line options override the default recipe"
+
 # a shard over --mem-cap is streamed from the file with a prefetch thread: same weights, bit for bit,
 # also when stopped mid-epoch and resumed
 "${T[@]}" --out s --mem-cap 0 --max-steps 13

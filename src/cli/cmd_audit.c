@@ -9,6 +9,7 @@
 #include "args.h"
 #include "audit.h"
 #include "checkpoint.h"
+#include "metrics.h"
 #include "cli.h"
 #include "dataset.h"
 
@@ -61,17 +62,7 @@ static void help(void) {
   fputs(HELP_TAIL, stdout);
 }
 
-/* Shortest of %.15g/%.17g that reads back as the same double; NaN and infinities as null. */
-static void jnum(FILE *f, double v) {
-  if (!isfinite(v)) {
-    fputs("null", f);
-    return;
-  }
-  char b[40];
-  snprintf(b, sizeof b, "%.15g", v);
-  if (strtod(b, NULL) != v) snprintf(b, sizeof b, "%.17g", v);
-  fputs(b, f);
-}
+static void jnum(FILE *f, double v) { xd_json_number(f, v); }
 
 static void jstr(FILE *f, const char *s) {
   fputc('"', f);

@@ -52,14 +52,26 @@ int main(int argc, char **argv) {
   if (a.nbuffers) cmp("batchnorm statistics", a.buffers, b.buffers, a.nbuffers, tol);
   if (optim) {
     xd_optimizer oa, ob;
-    xd_opt_config c = xd_opt_defaults(XD_OPT_ADAM, 1e-3f);
+    xd_opt_kind kind;
+    double ema = 0;
+    if (xd_checkpoint_optim_info(argv[1], &kind, &ema, &e)) {
+      fprintf(stderr, "ckpt_diff: %s\n", e.msg);
+      return 2;
+    }
+    xd_opt_config c = xd_opt_defaults(kind, 1e-3f);
     if (xd_opt_alloc(&oa, &c, a.nparams, &e) || xd_opt_alloc(&ob, &c, b.nparams, &e) ||
+        (ema > 0 && (xd_opt_ema_init(&oa, ema, a.params, a.buffers, a.nbuffers, &e) ||
+                     xd_opt_ema_init(&ob, ema, b.params, b.buffers, b.nbuffers, &e))) ||
         xd_checkpoint_load_optim(argv[1], &a, &oa, &e) || xd_checkpoint_load_optim(argv[2], &b, &ob, &e)) {
       fprintf(stderr, "ckpt_diff: %s\n", e.msg);
       return 2;
     }
     cmp("optimizer m", oa.m, ob.m, a.nparams, tol);
     cmp("optimizer v", oa.v, ob.v, a.nparams, tol);
+    if (ema > 0) {
+      cmp("weight EMA", oa.ema, ob.ema, a.nparams, tol);
+      if (a.nbuffers) cmp("batchnorm statistics EMA", oa.ema_buf, ob.ema_buf, a.nbuffers, tol);
+    }
     if (oa.step != ob.step) {
       printf("optimizer step: %lld vs %lld\n", (long long)oa.step, (long long)ob.step);
       bad = 1;
