@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 study=${1:?usage: make_audit_docs.sh STUDY_DIR [SEED]}
 seed=${2:-1}
-X=${XRAYDP:-$root/build/xray-dp}
+X=$(realpath "${XRAYDP:-$root/build/xray-dp}")
 src=${SRC:-$root/../shared/data/chest_xray_train}
 data=$study/data_s$seed.h5
 A=$study/run_keras-seed_s$seed/best.h5
