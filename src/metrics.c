@@ -59,20 +59,24 @@ static double roc_auc_sorted(const scored *s, int64_t n, int64_t pos) {
   return (double)twice_u / (2.0 * (double)pos * (double)neg);
 }
 
-static double pr_auc_sorted(const scored *s, int64_t n, int64_t pos) {
+/* Average precision with each negative counted w_neg times and each positive w_pos times (1, 1: the
+ * plain one, bit for bit: tp/(tp+fp) of exact integers). */
+static double pr_auc_sorted_weighted(const scored *s, int64_t n, int64_t pos, double w_neg, double w_pos) {
   if (pos == 0) return NAN;
   double ap = 0, prev_recall = 0;
   int64_t tp = 0, fp = 0;
   for (int64_t i = 0; i < n;) {
     int64_t j = group_end(s, n, i);
     for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
-    double recall = (double)tp / (double)pos;
-    ap += (recall - prev_recall) * ((double)tp / (double)(tp + fp));
+    double recall = (double)tp / (double)pos, wtp = w_pos * (double)tp, wfp = w_neg * (double)fp;
+    ap += (recall - prev_recall) * (wtp + wfp > 0 ? wtp / (wtp + wfp) : 0);
     prev_recall = recall;
     i = j;
   }
   return ap;
 }
+
+static double pr_auc_sorted(const scored *s, int64_t n, int64_t pos) { return pr_auc_sorted_weighted(s, n, pos, 1.0, 1.0); }
 
 double xd_roc_auc(int64_t n, const float *prob, const uint8_t *label) {
   int64_t pos;
@@ -240,20 +244,6 @@ int xd_roc_curve_write(FILE *f, int64_t n, const float *prob, const uint8_t *lab
 
 /* ---- weighted metrics, calibration ---- */
 
-static double pr_auc_sorted_weighted(const scored *s, int64_t n, int64_t pos, double w_neg, double w_pos) {
-  if (pos == 0) return NAN;
-  double ap = 0, prev_recall = 0;
-  int64_t tp = 0, fp = 0;
-  for (int64_t i = 0; i < n;) {
-    int64_t j = group_end(s, n, i);
-    for (int64_t k = i; k < j; k++) s[k].y ? tp++ : fp++;
-    double recall = (double)tp / (double)pos, wtp = w_pos * (double)tp, wfp = w_neg * (double)fp;
-    ap += (recall - prev_recall) * (wtp + wfp > 0 ? wtp / (wtp + wfp) : 0);
-    prev_recall = recall;
-    i = j;
-  }
-  return ap;
-}
 
 static double wratio(double num, double den) { return den > 0 ? num / den : NAN; }
 
