@@ -33,6 +33,7 @@ typedef struct xd_ckpt_meta {
   char monitor[16];
   char data[1024];
   double train_prior;    /* the class-1 prior the loss saw (class weights included); 0 = unknown */
+  char config[8192];     /* the whole training configuration (train.c's format; "" = none), root attr "train_config" */
 } xd_ckpt_meta;
 
 /* opt may be NULL (best.h5 holds weights only). */

@@ -138,6 +138,7 @@ static int write_all(hid_t f, const xd_model *m, const xd_optimizer *opt, const 
     XD_TRY(attr_str(f, "command", meta->command, e));
     XD_TRY(attr_str(f, "monitor", meta->monitor, e));
     XD_TRY(attr_str(f, "data", meta->data, e));
+    if (meta->config[0]) XD_TRY(attr_str(f, "train_config", meta->config, e));
     if (meta->nclasses > 0) XD_TRY(attr_strs(f, "class_names", meta->nclasses, meta->class_names, e));
     if (meta->train_prior > 0 && meta->train_prior < 1) XD_TRY(attr_f64(f, "train_prior", meta->train_prior, e));
   }
@@ -256,6 +257,7 @@ static void read_meta(hid_t f, xd_ckpt_meta *meta) {
   read_attr_str(f, "command", meta->command, sizeof meta->command);
   read_attr_str(f, "monitor", meta->monitor, sizeof meta->monitor);
   read_attr_str(f, "data", meta->data, sizeof meta->data);
+  read_attr_str(f, "train_config", meta->config, sizeof meta->config);
   int n = 0;
   if (xd_h5_attr_read_strs(f, "class_names", &meta->class_names[0][0], XD_MAX_CLASSES, XD_CLASS_NAME_MAX, &n) != 0) n = 0;
   meta->nclasses = n;

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <hdf5.h>
+
 #include "cli.h"
 
 static const struct {
@@ -29,6 +31,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  H5dont_atexit();
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
     usage(stdout);
     return 0;
