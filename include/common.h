@@ -46,6 +46,25 @@ int xd_commit_file(const char *tmp, const char *path, xd_err *e);
 int xd_mkdir_p(const char *dir, xd_err *e);
 int xd_file_exists(const char *path);
 
+/* Memory budget (issue 9): the one process-wide setting. Work whose size is known before it is
+ * allocated (a model's arenas, a workspace, a dataset's declared images) is checked against it first,
+ * in 64-bit with overflow checks, and refused with one line instead of being handed to the OOM killer.
+ * Default: 90% of physical memory (or RLIMIT_AS when lower); `--mem-limit` sets it. */
+uint64_t xd_mem_limit(void);
+void xd_mem_limit_set(uint64_t bytes); /* 0 restores the default */
+/* 0 if `bytes` fits the budget, else -1 with "WHAT needs 12.3 GiB, above the memory limit of 8.0 GiB
+ * (--mem-limit)" (callers prefix the file). UINT64_MAX means "overflowed" and always fails. */
+int xd_mem_check(uint64_t bytes, const char *what, xd_err *e);
+/* Overflow-checked 64-bit size arithmetic: the result saturates at UINT64_MAX. */
+uint64_t xd_mul_sat(uint64_t a, uint64_t b);
+uint64_t xd_add_sat(uint64_t a, uint64_t b);
+/* Parses a size with an optional K/M/G/T suffix (powers of 1024; "1.5G", "800M", "123456"). 0 or -1. */
+int xd_parse_size(const char *s, uint64_t *out);
+
+/* Refuses what is not a regular file before anything opens it (a FIFO would block forever, a
+ * directory or device is never an input): 0, or -1 with "PATH: not a regular file (a FIFO)". */
+int xd_check_regular(const char *path, xd_err *e);
+
 /* Portable strdup (C11 lacks it). */
 char *xd_strdup(const char *s);
 
