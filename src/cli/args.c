@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
+
 const char *arg_value(const char *cmd, int argc, char **argv, int *i) {
   if (*i + 1 >= argc) {
     fprintf(stderr, "xray-dp %s: %s needs a value\n", cmd, argv[*i]);
@@ -46,4 +48,14 @@ void arg_join(int argc, char **argv, char *buf, int n) {
     int plain = argv[i][0] != 0 && strpbrk(argv[i], " \t'\"$\\*?;&|<>()") == NULL;
     k += snprintf(buf + k, (size_t)(n - k), plain ? "%s%s" : "%s'%s'", i ? " " : "", argv[i]);
   }
+}
+
+int arg_mem_limit(const char *cmd, const char *v) {
+  uint64_t b = 0;
+  if (xd_parse_size(v, &b) != 0 || b < ((uint64_t)1 << 20)) {
+    fprintf(stderr, "xray-dp %s: --mem-limit: expected a size of at least 1M (e.g. 512M, 8G), got '%s'\n", cmd, v);
+    return -1;
+  }
+  xd_mem_limit_set(b);
+  return 0;
 }
