@@ -44,6 +44,44 @@ double xd_now(void);
 void xd_tmp_name(const char *path, char *tmp, size_t n);
 int xd_commit_file(const char *tmp, const char *path, xd_err *e);
 int xd_mkdir_p(const char *dir, xd_err *e);
+
+/* ---- output files (issue 9: full disks, stale temporaries, outputs that name inputs) ----
+ *
+ * Removes the temporaries of dead writers of `path`: files named PATH.tmp.<pid> (what xd_tmp_name makes)
+ * whose process no longer exists (kill(pid, 0) fails with ESRCH). Live writers' temporaries (another
+ * process still writing) are kept. Best effort, never fails; returns how many were removed. A pid is
+ * only meaningful on this host: do not share an output path between writers on different machines. */
+int xd_clean_stale_tmp(const char *path);
+
+/* Checks an output path before any work is done, so that a long run does not fail at its end:
+ *   - a directory, a dangling symbolic link, or a missing/unwritable/read-only parent folder: -1 with
+ *     one line naming the path and the reason (strerror);
+ *   - an existing regular file, a new name, or a symbolic link to a regular file: 0, and `target` gets
+ *     the name to write atomically (the link's target for a link, so that the link is kept);
+ *   - something that cannot be replaced by a rename (a device such as /dev/null, a FIFO, /dev/stdout,
+ *     /dev/fd/N): 1 (write it directly, target = path) when allow_direct, else -1 "not a regular file".
+ * The empty path is refused too (callers report it as bad usage first). */
+int xd_output_check(const char *path, int allow_direct, char *target, size_t n, xd_err *e);
+
+/* 1 if a and b exist and are the same file (device and inode), else 0. */
+int xd_same_file(const char *a, const char *b);
+
+/* Writes buf[0..n) to a new temporary file for `path` (xd_tmp_name), fsyncs and closes it; every call is
+ * checked. On failure the temporary is removed and -1 returned with "PATH: cannot write: REASON"
+ * (e.g. "No space left on device", "File too large"). On success tmp holds the name for xd_commit_file. */
+int xd_tmp_write(const char *path, const void *buf, size_t n, char *tmp, size_t tmpn, xd_err *e);
+/* The whole file: xd_clean_stale_tmp, xd_tmp_write, xd_commit_file. */
+int xd_write_file_atomic(const char *path, const void *buf, size_t n, xd_err *e);
+/* For what xd_output_check returned 1 for: opens path for appending (no truncation: /dev/stdout keeps
+ * what the shell set up) and writes buf, every call checked. 0 or -1 "PATH: cannot write: REASON". */
+int xd_write_direct(const char *path, const void *buf, size_t n, xd_err *e);
+/* Writes buf to stdout and flushes it, checked: -1 with "stdout (FILE): cannot write: REASON" naming the
+ * file stdout is redirected to when it is one. */
+int xd_write_stdout(const void *buf, size_t n, xd_err *e);
+
+/* Makes a message one printable line in place: control characters (a newline or tab in a file name)
+ * become '?'. */
+void xd_msg_oneline(char *s);
 int xd_file_exists(const char *path);
 
 /* Memory budget (issue 9): the one process-wide setting. Work whose size is known before it is

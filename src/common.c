@@ -1,8 +1,11 @@
 #include "common.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +87,182 @@ int xd_commit_file(const char *tmp, const char *path, xd_err *e) {
     free(dup);
   }
   return 0;
+}
+
+/* Folder and file name of path (dir "." for a bare name). */
+static void split_path(const char *path, char *dir, size_t dn, char *base, size_t bn) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) {
+    snprintf(dir, dn, ".");
+    snprintf(base, bn, "%s", path);
+  } else if (slash == path) {
+    snprintf(dir, dn, "/");
+    snprintf(base, bn, "%s", slash + 1);
+  } else {
+    snprintf(dir, dn, "%.*s", (int)(slash - path), path);
+    snprintf(base, bn, "%s", slash + 1);
+  }
+}
+
+int xd_clean_stale_tmp(const char *path) {
+  char dir[4096], base[1024];
+  if (!path || !*path) return 0;
+  split_path(path, dir, sizeof dir, base, sizeof base);
+  if (!base[0]) return 0;
+  size_t bl = strlen(base);
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int removed = 0, saved = errno;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    const char *nm = de->d_name;
+    if (strncmp(nm, base, bl) != 0 || strncmp(nm + bl, ".tmp.", 5) != 0) continue;
+    const char *num = nm + bl + 5;
+    if (!*num || strspn(num, "0123456789") != strlen(num) || strlen(num) > 9) continue;
+    long pid = strtol(num, NULL, 10);
+    if (pid <= 0 || pid == (long)getpid()) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours to judge) */
+    char full[8192];
+    if (snprintf(full, sizeof full, "%s/%s", dir, nm) >= (int)sizeof full) continue;
+    struct stat st;
+    if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (unlink(full) == 0) removed++;
+  }
+  closedir(d);
+  errno = saved;
+  return removed;
+}
+
+/* Paths that name an already open file descriptor: writing them must not replace anything. */
+static int is_fd_path(const char *p) {
+  if (!strcmp(p, "/dev/stdout") || !strcmp(p, "/dev/stderr") || !strcmp(p, "/dev/stdin")) return 1;
+  if (!strncmp(p, "/dev/fd/", 8) || !strncmp(p, "/proc/self/fd/", 14) || !strncmp(p, "/proc/thread-self/fd/", 21))
+    return 1;
+  if (!strncmp(p, "/proc/", 6)) {
+    const char *q = p + 6;
+    while (*q >= '0' && *q <= '9') q++;
+    if (q > p + 6 && !strncmp(q, "/fd/", 4)) return 1;
+  }
+  return 0;
+}
+
+static const char *kind_of(mode_t m) {
+  return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+int xd_output_check(const char *path, int allow_direct, char *target, size_t n, xd_err *e) {
+  if (!path || !*path) return xd_fail(e, "empty output path");
+  if (snprintf(target, n, "%s", path) >= (int)n) return xd_fail(e, "%s: path too long", path);
+  struct stat st;
+  if (is_fd_path(path)) {
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return xd_fail(e, "%s: is a directory", path);
+    if (!allow_direct) return xd_fail(e, "%s: not a regular file (an open file descriptor)", path);
+    return 1;
+  }
+  if (lstat(path, &st) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      char real[PATH_MAX];
+      if (!realpath(path, real)) {
+        if (errno == ENOENT) return xd_fail(e, "%s: a symbolic link to a missing file", path);
+        return xd_fail(e, "%s: cannot resolve the symbolic link: %s", path, strerror(errno));
+      }
+      if (snprintf(target, n, "%s", real) >= (int)n) return xd_fail(e, "%s: path too long", path);
+      if (stat(real, &st) != 0) return xd_fail(e, "%s: %s", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) return xd_fail(e, "%s: is a directory", path);
+    if (!S_ISREG(st.st_mode)) {
+      if (!allow_direct) return xd_fail(e, "%s: not a regular file (%s)", path, kind_of(st.st_mode));
+      snprintf(target, n, "%s", path);
+      return 1;
+    }
+  } else if (errno != ENOENT) {
+    return xd_fail(e, "%s: %s", path, strerror(errno));
+  } else if (path[strlen(path) - 1] == '/') {
+    return xd_fail(e, "%s: cannot create: %s", path, strerror(EISDIR));
+  }
+  char dir[4096], base[1024];
+  split_path(target, dir, sizeof dir, base, sizeof base);
+  if (stat(dir, &st) != 0) return xd_fail(e, "%s: cannot create: %s", path, strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return xd_fail(e, "%s: cannot create: %s", path, strerror(ENOTDIR));
+  if (access(dir, W_OK | X_OK) != 0) return xd_fail(e, "%s: cannot create: %s", path, strerror(errno));
+  return 0;
+}
+
+int xd_same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  if (!a || !b || stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* write(2) until done; returns 0 or an errno. */
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno ? errno : EIO;
+    }
+    if (w == 0) return EIO;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int xd_tmp_write(const char *path, const void *buf, size_t n, char *tmp, size_t tmpn, xd_err *e) {
+  xd_tmp_name(path, tmp, tmpn);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    int err = errno;
+    tmp[0] = 0;
+    return xd_fail(e, "%s: cannot create: %s", path, strerror(err));
+  }
+  int err = write_all(fd, buf, n);
+  if (!err && fsync(fd) != 0 && errno != EINVAL && errno != EROFS) err = errno;
+  if (close(fd) != 0 && !err && errno != EINTR) err = errno;
+  if (err) {
+    unlink(tmp);
+    tmp[0] = 0;
+    return xd_fail(e, "%s: cannot write: %s", path, strerror(err));
+  }
+  return 0;
+}
+
+int xd_write_file_atomic(const char *path, const void *buf, size_t n, xd_err *e) {
+  char tmp[4200];
+  xd_clean_stale_tmp(path);
+  XD_TRY(xd_tmp_write(path, buf, n, tmp, sizeof tmp, e));
+  return xd_commit_file(tmp, path, e);
+}
+
+int xd_write_direct(const char *path, const void *buf, size_t n, xd_err *e) {
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return xd_fail(e, "%s: cannot write: %s", path, strerror(errno));
+  int err = write_all(fd, buf, n);
+  if (close(fd) != 0 && !err && errno != EINTR) err = errno;
+  if (err) return xd_fail(e, "%s: cannot write: %s", path, strerror(err));
+  return 0;
+}
+
+int xd_write_stdout(const void *buf, size_t n, xd_err *e) {
+  int err = 0;
+  errno = 0;
+  if (n && fwrite(buf, 1, n, stdout) != n) err = errno ? errno : EIO;
+  if (!err && fflush(stdout) != 0) err = errno ? errno : EIO;
+  if (!err && ferror(stdout)) err = EIO;
+  if (!err) return 0;
+  char link[4096] = "";
+  ssize_t k = readlink("/proc/self/fd/1", link, sizeof link - 1);
+  link[k > 0 ? k : 0] = 0;
+  if (link[0] == '/') return xd_fail(e, "stdout (%s): cannot write: %s", link, strerror(err));
+  return xd_fail(e, "stdout: cannot write: %s", strerror(err));
+}
+
+void xd_msg_oneline(char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
 }
 
 int xd_mkdir_p(const char *dir, xd_err *e) {
