@@ -109,6 +109,26 @@ static void free_names(char **v, int64_t n) {
   free(v);
 }
 
+/* Class names go into tables, TSV columns and JSON strings: printable UTF-8 only. */
+static int class_name_ok(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    unsigned c = *p;
+    int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || c < 0x20 || c == 0x7f) return 0;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+    for (int k = 1; k < len; k++) {
+      if ((p[k] & 0xC0) != 0x80) return 0;
+      cp = cp << 6 | (p[k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || (cp >= 0x80 && cp < 0xA0))
+      return 0;
+    p += len;
+  }
+  return 1;
+}
+
 /* Class folders of one split directory; the first split seen defines the classes, later ones must match. */
 static int scan_classes(const char *dir, class_list *cls, int first, xd_err *e) {
   char **names = NULL;
@@ -122,7 +142,11 @@ static int scan_classes(const char *dir, class_list *cls, int first, xd_err *e) 
   } else if (first) {
     for (int64_t i = 0; i < n && rc == 0; i++) {
       if (strlen(names[i]) >= XD_CLASS_NAME_MAX)
-        rc = xd_fail(e, "%s/%s: class name longer than %d bytes", dir, names[i], XD_CLASS_NAME_MAX - 1);
+        rc = xd_fail(e, "%s/%s: class name longer than %d bytes (the folder name is the class name)", dir, names[i],
+                     XD_CLASS_NAME_MAX - 1);
+      else if (!class_name_ok(names[i]))
+        rc = xd_fail(e, "%s/%s: class name has control characters or is not UTF-8 (the folder name is the class "
+                     "name; it appears in tables, TSV and JSON)", dir, names[i]);
       cls->v[i] = names[i];
       names[i] = NULL;
     }
@@ -243,8 +267,11 @@ static int group_train(const char *src, const entry_list *train, const xd_pack_o
   int rc = 0;
   if (o->group_regex) {
     regex_t re;
-    if (regcomp(&re, o->group_regex, REG_EXTENDED) != 0) {
-      rc = xd_fail(e, "--group-regex '%s' is not a valid extended regular expression", o->group_regex);
+    int rerr = regcomp(&re, o->group_regex, REG_EXTENDED);
+    if (rerr != 0) {
+      char why[256];
+      regerror(rerr, &re, why, sizeof why);
+      rc = xd_fail(e, "--group-regex '%s' is not a valid extended regular expression: %s", o->group_regex, why);
     } else {
       int64_t m = 0;
       for (int64_t i = 0; i < n; i++) {
@@ -366,7 +393,8 @@ static int pack_split(pack_ctx *c, int split, const entry_list *l, xd_err *e) {
       const entry *en = &l->v[start + i];
       if (!c->ok[i]) {
         clear_progress(c);
-        if (c->o->log) fprintf(c->o->log, "skip %s\n", c->errs[i].msg);
+        xd_msg_oneline(c->errs[i].msg); /* a file name with a newline must not make two lines */
+        if (c->o->log) fprintf(c->o->log, "skip %s\n", c->errs[i].msg[0] ? c->errs[i].msg : en->rel);
         c->s->skipped++;
         continue;
       }
@@ -443,10 +471,36 @@ static int make_val(const char *src, entry_list lists[3], int nclasses, const xd
   return carve_val(src, &lists[0], &lists[1], nclasses, o, e);
 }
 
+/* OUT must not replace one of the images being packed (OUT given as SRC/NORMAL/x.png): the rename at the
+ * end would destroy an input. Only a file of the same name can be replaced, so only those are stat'ed. */
+static int check_out_not_input(const char *src, const char *target, const entry_list lists[3], xd_err *e) {
+  struct stat st;
+  if (stat(target, &st) != 0) return 0;
+  const char *tb = strrchr(target, '/');
+  tb = tb ? tb + 1 : target;
+  char full[8192];
+  for (int sp = 0; sp < 3; sp++)
+    for (int64_t i = 0; i < lists[sp].n; i++) {
+      const char *rb = strrchr(lists[sp].v[i].rel, '/');
+      rb = rb ? rb + 1 : lists[sp].v[i].rel;
+      if (strcmp(rb, tb)) continue;
+      snprintf(full, sizeof full, "%s/%s", src, lists[sp].v[i].rel);
+      if (xd_same_file(full, target)) return xd_fail(e, "%s: the output file is one of the input images (%s)", target, full);
+    }
+  return 0;
+}
+
 static int pack_all(const char *src, const char *out, const xd_pack_opts *o, xd_pack_summary *s,
                     class_list *cls, entry_list lists[3], xd_err *e) {
   double t0 = xd_now();
+  char target[4096];
+  /* a directory, a device or a missing folder as OUT fails now, not after decoding every image */
+  if (xd_output_check(out, 0, target, sizeof target, e) != 0) return -1;
+  char what[4200];
+  snprintf(what, sizeof what, "%s: a block of %d images of %dx%d", out, PACK_BLOCK, o->size, o->size);
+  XD_TRY(xd_mem_check(xd_mul_sat((uint64_t)PACK_BLOCK, xd_mul_sat((uint64_t)o->size, (uint64_t)o->size)), what, e));
   XD_TRY(scan_src(src, cls, lists, e));
+  XD_TRY(check_out_not_input(src, target, lists, e));
   const char *note = "";
   XD_TRY(make_val(src, lists, cls->n, o, &note, e));
   int64_t files = lists[0].n + lists[1].n + lists[2].n;

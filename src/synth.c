@@ -316,6 +316,10 @@ int xd_synth(const char *out, const xd_synth_opts *o, xd_err *e) {
   char source[128];
   snprintf(source, sizeof source, "synth seed=%llu n=%d", (unsigned long long)o->seed, o->n);
   static const char *const cls[2] = {"NORMAL", "PNEUMONIA"};
+  char what[4200];
+  snprintf(what, sizeof what, "%s: generating %d images of %dx%d", out, o->n, o->size, o->size);
+  uint64_t block = xd_mul_sat((uint64_t)SYNTH_BLOCK, xd_mul_sat((uint64_t)o->size, (uint64_t)o->size));
+  XD_TRY(xd_mem_check(xd_add_sat(block, xd_mul_sat((uint64_t)o->n, 9)), what, e));
   xd_dsw *w = NULL;
   XD_TRY(xd_dsw_create(&w, out, o->size, o->size, cls, 2, source, e));
   int64_t first = 0;

@@ -1,3 +1,5 @@
+#include <regex.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,7 +13,7 @@
 
 static const char *const pack_help =
     "usage: xray-dp pack SRC OUT.h5 [--size 128] [--val-fraction 0.1] [--seed 1] [--threads T]\n"
-    "                    [--group-regex RE]\n"
+    "                    [--group-regex RE] [--mem-limit SIZE]\n"
     "\n"
     "Packs a folder of images into an xray-dp dataset file (HDF5).\n"
     "\n"
@@ -31,9 +33,9 @@ static const char *const pack_help =
     "\n"
     "Unreadable files (corrupt, truncated, zero-byte, not an image, dimensions over 16384 per side or\n"
     "2^27 pixels) are skipped with one 'skip PATH: REASON' line each on stderr and counted; pack fails\n"
-    "only if no image at all can be read. The output is written to a temporary file and renamed into\n"
-    "place when complete: on failure no output file is left. A progress line is shown when stderr is a\n"
-    "terminal; a summary (images per split and class, skipped, files/s) is printed on stderr at the end.\n"
+    "only if no image at all can be read (file names with control characters are shown with '?'). A\n"
+    "progress line is shown when stderr is a terminal; a summary (images per split and class, skipped,\n"
+    "files/s) is printed on stderr at the end.\n"
     "\n"
     "options:\n"
     "  --size N            output side in pixels (default 128)\n"
@@ -44,8 +46,20 @@ static const char *const pack_help =
     "  --group-regex RE    POSIX extended regex on file names; files with the same match (capture\n"
     "                      group 1 if there is one) go to the same split. Default: the Kaggle\n"
     "                      pneumonia set's patient ids, '" XD_KAGGLE_GROUP_RE "'\n"
-    "                      (names that do not match form groups of one); 'none' turns grouping off\n"
-    "  -h, --help          show this help\n";
+    "                      (names that do not match form groups of one); 'none' turns grouping off;\n"
+    "                      an invalid expression is bad usage (exit 2)\n"
+    ARG_MEM_LIMIT_HELP
+    "  -h, --help          show this help\n"
+    "\n"
+    "Output: OUT.h5 is written as OUT.h5.tmp.<pid> and renamed over OUT.h5 only when complete and flushed;\n"
+    "on any failure (a full disk, a file size limit) the temporary is removed and an existing OUT.h5 is\n"
+    "left as it was. Temporaries of dead earlier runs (OUT.h5.tmp.<pid> whose process is gone) are\n"
+    "removed first. OUT.h5 must not be a directory, a device or one of the images in SRC; a symbolic\n"
+    "link is followed (its target is replaced). Images and labels carry HDF5 Fletcher-32 checksums and\n"
+    "the file's metadata is checksummed, so a corrupted file fails to read instead of giving other\n"
+    "pixels. Class folder names must be printable UTF-8 of at most 63 bytes.\n"
+    "\n"
+    "Exit status: 0 success, 2 bad usage, 1 any other error (one line on stderr naming the file).\n";
 
 static int usage(const char *msg) {
   fprintf(stderr, "xray-dp pack: %s (see xray-dp pack --help)\n", msg);
@@ -76,6 +90,8 @@ int cmd_pack(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--group-regex")) {
       if (!(v = arg_value("pack", argc, argv, &i))) return 2;
       o.group_regex = !strcmp(v, "none") || !*v ? NULL : v;
+    } else if (!strcmp(argv[i], "--mem-limit")) {
+      if (!(v = arg_value("pack", argc, argv, &i)) || arg_mem_limit("pack", v)) return 2;
     } else if (!strcmp(argv[i], "--threads")) {
       if (!(v = arg_value("pack", argc, argv, &i)) || arg_int("pack", "--threads", v, 1, 1024, &x)) return 2;
       o.threads = (int)x;
@@ -90,9 +106,26 @@ int cmd_pack(int argc, char **argv) {
     }
   }
   if (npos < 2) return usage("needs SRC and OUT.h5");
+  if (!pos[0][0]) return usage("SRC is an empty path");
+  if (!pos[1][0]) return usage("OUT.h5 is an empty path");
+  if (o.group_regex) {
+    regex_t re;
+    int rerr = regcomp(&re, o.group_regex, REG_EXTENDED);
+    if (rerr != 0) {
+      char why[256], msg[600];
+      regerror(rerr, &re, why, sizeof why);
+      snprintf(msg, sizeof msg, "--group-regex: '%s' is not a valid extended regular expression: %s", o.group_regex, why);
+      xd_msg_oneline(msg);
+      return usage(msg);
+    }
+    regfree(&re);
+  }
+  /* a file size limit (ulimit -f) must be a write error with a message, not a signal */
+  signal(SIGXFSZ, SIG_IGN);
   o.progress = isatty(fileno(stderr));
   xd_err e = {{0}};
   if (xd_pack(pos[0], pos[1], &o, NULL, &e) != 0) {
+    xd_msg_oneline(e.msg);
     fprintf(stderr, "xray-dp pack: %s\n", e.msg);
     return 1;
   }
