@@ -216,10 +216,76 @@ static int is_pool_buf(const xd_workspace *w, const float *b) {
   return 0;
 }
 
+/* Gradient buffers the backward pass holds at once: a dry run of it (only pointer arrays are allocated). */
+static int count_gpool(const xd_model *m, int *ngpool) {
+  xd_workspace dry;
+  memset(&dry, 0, sizeof dry);
+  dry.grad_of = calloc((size_t)m->nlayers + 1, sizeof *dry.grad_of);
+  if (!dry.grad_of) return -1;
+  dry.dlast = (float *)&dry; /* a marker: the last layer's gradient exists */
+  xd_backward((xd_model *)m, &dry, -1, NULL, -1); /* B = -1: count only */
+  free(dry.grad_of);
+  *ngpool = dry.ngpool;
+  return 0;
+}
+
+/* bytes of one xd_alloc of n values of size sz (rounded up to 64 bytes), saturating */
+static uint64_t abytes(uint64_t n, uint64_t sz) { return xd_add_sat(xd_mul_sat(n ? n : 1, sz), 64); }
+
+/* The workspace size, following xd_workspace_alloc allocation by allocation. */
+static uint64_t workspace_bytes(const xd_model *m, int batch, int nthreads, int ngpool) {
+  if (batch <= 0) return UINT64_MAX;
+  const uint64_t B = (uint64_t)batch;
+  const int n = m->nlayers;
+  uint64_t t = xd_mul_sat(5 * ((uint64_t)n + 1), sizeof(void *)); /* the pointer arrays */
+  uint64_t in_n = (uint64_t)m->in_c * m->in_h * m->in_w, maxn = in_n, scratch = 0;
+  int64_t maxc = 1;
+  t = xd_add_sat(t, abytes(xd_mul_sat(B, in_n), sizeof(float)));
+  for (int i = 0; i < n; i++) {
+    const xd_layer *L = &m->layers[i];
+    uint64_t on = out_size(L);
+    if (on > maxn) maxn = on;
+    if (L->kind == XD_L_FLATTEN) continue;
+    t = xd_add_sat(t, abytes(xd_mul_sat(B, on), sizeof(float)));
+    if (L->kind == XD_L_MAXPOOL) t = xd_add_sat(t, abytes(xd_mul_sat(B, on), sizeof(int32_t)));
+    if (L->kind == XD_L_BATCHNORM) {
+      t = xd_add_sat(t, xd_mul_sat(abytes((uint64_t)L->in_c, sizeof(float)), 2));
+      if (L->in_c > maxc) maxc = L->in_c;
+    }
+    if (L->kind == XD_L_STANDARDIZE) t = xd_add_sat(t, abytes(B, sizeof(float)));
+    if (L->kind == XD_L_CONV) {
+      xd_conv_dims d = conv_dims(L, batch);
+      uint64_t s = conv2d_scratch_floats(&d, nthreads);
+      if (s > scratch) scratch = s;
+    }
+  }
+  t = xd_add_sat(t, abytes(scratch, sizeof(float)));
+  t = xd_add_sat(t, abytes(2 * (uint64_t)maxc, sizeof(double)));
+  t = xd_add_sat(t, abytes(xd_mul_sat(B, (uint64_t)m->nout), sizeof(float)));
+  t = xd_add_sat(t, xd_mul_sat(2 * ((uint64_t)ngpool + 1), sizeof(void *)));
+  t = xd_add_sat(t, xd_mul_sat((uint64_t)ngpool, abytes(xd_mul_sat(B, maxn), sizeof(float))));
+  return t;
+}
+
+uint64_t xd_workspace_bytes(const xd_model *m, int batch) {
+  int ngpool;
+  if (count_gpool(m, &ngpool)) return UINT64_MAX;
+  return workspace_bytes(m, batch, omp_get_max_threads(), ngpool);
+}
+
 int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e) {
   memset(w, 0, sizeof *w);
+  if (batch <= 0) return xd_fail(e, "%s: batch of %d samples (must be positive)", m->source, batch);
+  /* the whole size first, then the allocations: a batch too large for the machine is one line, not the
+   * OOM killer */
+  int n = m->nlayers, nthreads = omp_get_max_threads(), ngpool;
+  if (count_gpool(m, &ngpool)) return xd_fail(e, "%s: out of memory allocating the workspace", m->source);
+  {
+    char what[sizeof m->source + 96];
+    snprintf(what, sizeof what, "%s: the workspace for batch %d (with the model's parameters)", m->source, batch);
+    if (xd_mem_check(xd_add_sat(workspace_bytes(m, batch, nthreads, ngpool), xd_model_bytes(m)), what, e)) return -1;
+  }
   w->batch = batch;
-  int n = m->nlayers;
   w->act = calloc((size_t)n + 1, sizeof *w->act);
   w->argmax = calloc((size_t)n, sizeof *w->argmax);
   w->bn_mean = calloc((size_t)n, sizeof *w->bn_mean);
@@ -227,7 +293,7 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
   w->grad_of = calloc((size_t)n + 1, sizeof *w->grad_of);
   if (!w->act || !w->argmax || !w->bn_mean || !w->bn_invstd || !w->grad_of) goto oom;
   size_t in_n = (size_t)m->in_c * m->in_h * m->in_w, maxn = in_n, scratch = 0;
-  int maxc = 1, nthreads = omp_get_max_threads();
+  int maxc = 1;
   if (!(w->act[0] = xd_alloc((size_t)batch * in_n * sizeof(float), "input batch", e))) goto fail;
   for (int i = 0; i < n; i++) {
     const xd_layer *L = &m->layers[i];
@@ -258,12 +324,7 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
   if (!(w->scratch = xd_alloc((scratch ? scratch : 1) * sizeof(float), "convolution scratch", e))) goto fail;
   if (!(w->bn_stats = xd_alloc(2 * (size_t)maxc * sizeof(double), "batchnorm", e))) goto fail;
   if (!(w->dlast = xd_alloc((size_t)batch * m->nout * sizeof(float), "loss gradient", e))) goto fail;
-  /* how many gradient buffers the backward pass holds at once: a dry run of it */
-  {
-    xd_workspace dry = *w;
-    xd_backward((xd_model *)m, &dry, -1, NULL, -1); /* B = -1: count only */
-    w->ngpool = dry.ngpool;
-  }
+  w->ngpool = ngpool;
   w->gpool = calloc((size_t)w->ngpool + 1, sizeof *w->gpool);
   w->gfree = calloc((size_t)w->ngpool + 1, sizeof *w->gfree);
   if (!w->gpool || !w->gfree) goto oom;
@@ -271,8 +332,14 @@ int xd_workspace_alloc(xd_workspace *w, const xd_model *m, int batch, xd_err *e)
     if (!(w->gpool[k] = xd_alloc((size_t)batch * maxn * sizeof(float), "gradient buffers", e))) goto fail;
   return 0;
 oom:
-  xd_fail(e, "out of memory allocating the workspace");
-fail:
+  xd_fail(e, "%s: out of memory allocating the workspace", m->source);
+  xd_workspace_free(w, m);
+  return -1;
+fail: {
+  char msg[XD_ERR_MAX];
+  snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
+  xd_fail(e, "%s: %s", m->source, msg);
+}
   xd_workspace_free(w, m);
   return -1;
 }

@@ -3,11 +3,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "rng.h"
 
@@ -138,55 +141,87 @@ int xd_model_cam_layer(const xd_model *m) {
   return best;
 }
 
-/* ---- parsing ---- */
+/* ---- parsing ----
+ * Every word of a line is understood or refused with the line number: positional arguments are strict
+ * (plain decimal digits, KHxKW or K exactly), key=value options are checked against the layer kind,
+ * given at most once, never empty and within range. Messages quote at most QMAX characters of a word. */
+
+#define QMAX "40"
+
+static const char *const ACT_NAMES[] = {"linear", "relu", "leakyrelu", "elu", "sigmoid", "tanh", "softmax"};
+#define NACT ((int)(sizeof ACT_NAMES / sizeof ACT_NAMES[0]))
 
 static int parse_act(const char *s, xd_act *a) {
-  static const char *const names[] = {"linear", "relu", "leakyrelu", "elu", "sigmoid", "tanh", "softmax"};
-  for (int i = 0; i < 7; i++)
-    if (!strcmp(s, names[i])) {
+  for (int i = 0; i < NACT; i++)
+    if (!strcmp(s, ACT_NAMES[i])) {
       *a = (xd_act)i;
       return 0;
     }
   return -1;
 }
 
-static int parse_int(const char *s, int *v) {
-  char *end;
-  errno = 0;
-  long x = strtol(s, &end, 10);
-  if (errno || end == s || *end || x <= 0 || x > 1000000) return -1;
+/* Words that are part of the language and so cannot name a layer (`add relu` would read as a name). */
+static int reserved_word(const char *s) {
+  static const char *const kw[] = {"input", "conv", "maxpool", "avgpool", "globalavgpool", "batchnorm", "dropout",
+                                   "flatten", "dense", "add", "standardize"};
+  xd_act a;
+  for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
+    if (!strcmp(s, kw[i])) return 1;
+  return parse_act(s, &a) == 0;
+}
+
+/* A decimal integer in [lo, hi]: digits only (no sign, spaces, trailing characters), no overflow. */
+static int parse_int_range(const char *s, int lo, int hi, int *v) {
+  if (!*s) return -1;
+  int64_t x = 0;
+  for (const char *c = s; *c; c++) {
+    if (*c < '0' || *c > '9') return -1;
+    x = x * 10 + (*c - '0');
+    if (x > hi) return -1;
+  }
+  if (x < lo) return -1;
   *v = (int)x;
   return 0;
 }
 
-static int parse_float(const char *s, float *v) {
+/* A finite decimal number ("0.2", "1e-5", ".5"): no hex, inf or nan, nothing after it; also finite and
+ * unchanged in sign as a float (1e-50 would become 0, 1e300 infinity). */
+static int parse_real(const char *s, float *v) {
+  if (!*s || strlen(s) > 64) return -1;
+  for (const char *c = s; *c; c++)
+    if (!strchr("0123456789.eE+-", *c)) return -1;
   char *end;
   errno = 0;
   double x = strtod(s, &end);
   if (errno || end == s || *end || !isfinite(x)) return -1;
-  *v = (float)x;
+  float f = (float)x;
+  if (!isfinite(f) || (x != 0 && f == 0)) return -1;
+  *v = f;
   return 0;
 }
 
-/* "3x3" -> 3,3 ; "5" -> 5,5 ; "1x128x128" with n = 3 */
-static int parse_dims(const char *s, int *out, int n) {
-  char buf[64];
-  if (strlen(s) >= sizeof buf) return -1;
-  strcpy(buf, s);
+/* "3x3" -> 3,3 ; with single: "5" -> 5,5 ; "1x128x128" with n = 3. Each part 1..XD_MODEL_INT_MAX; an
+ * empty part ("3x", "x3", "3xx3") or anything but digits and 'x' fails. */
+static int parse_dims(const char *s, int *out, int n, int single) {
   int k = 0;
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, "x", &save); tok; tok = strtok_r(NULL, "x", &save)) {
-    if (k >= n || parse_int(tok, &out[k])) return -1;
+  for (const char *p = s;;) {
+    const char *x = strchr(p, 'x');
+    size_t len = x ? (size_t)(x - p) : strlen(p);
+    char part[16];
+    if (k >= n || len == 0 || len >= sizeof part) return -1;
+    memcpy(part, p, len);
+    part[len] = 0;
+    if (parse_int_range(part, 1, XD_MODEL_INT_MAX, &out[k])) return -1;
     k++;
+    if (!x) break;
+    p = x + 1;
   }
-  if (k == 1 && n == 2) {
+  if (k == 1 && single && n == 2) {
     out[1] = out[0];
     k = 2;
   }
   return k == n ? 0 : -1;
 }
-
-#define MAXTOK 16
 
 typedef struct parse_ctx {
   const char *source;
@@ -197,7 +232,7 @@ typedef struct parse_ctx {
 #define PFAIL(pc, ...) parse_fail(pc, __VA_ARGS__)
 static int parse_fail(parse_ctx *pc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int parse_fail(parse_ctx *pc, const char *fmt, ...) {
-  char msg[512];
+  char msg[768];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -213,71 +248,114 @@ static int valid_name(const char *s) {
   return 1;
 }
 
-/* key=value options after the positional arguments; `in=` and the add's reference are kept as text in
- * refs[] and resolved once the line is known to be well formed. */
-static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok, char refs[2][XD_NAME_MAX]) {
+/* What each kind of line accepts, for messages and for the option check. */
+enum { OPT_NAME = 1, OPT_IN = 2, OPT_STRIDE = 4, OPT_PAD = 8, OPT_BIAS = 16, OPT_EPS = 32, OPT_MOMENTUM = 64 };
+static const struct {
+  const char *word, *syntax;
+  int opts, act; /* option bits; act: takes an optional activation */
+} KINDS[XD_L_NKINDS] = {
+    [XD_L_CONV] = {"conv", "conv FILTERS KHxKW [ACTIVATION] [stride=S] [pad=valid|same|N] [bias=0|1]",
+                   OPT_STRIDE | OPT_PAD | OPT_BIAS, 1},
+    [XD_L_MAXPOOL] = {"maxpool", "maxpool KHxKW [stride=S|SHxSW]", OPT_STRIDE, 0},
+    [XD_L_AVGPOOL] = {"avgpool", "avgpool KHxKW [stride=S|SHxSW]", OPT_STRIDE, 0},
+    [XD_L_GAP] = {"globalavgpool", "globalavgpool", 0, 0},
+    [XD_L_BATCHNORM] = {"batchnorm", "batchnorm [ACTIVATION] [eps=E] [momentum=M]", OPT_EPS | OPT_MOMENTUM, 1},
+    [XD_L_DROPOUT] = {"dropout", "dropout RATE", 0, 0},
+    [XD_L_FLATTEN] = {"flatten", "flatten", 0, 0},
+    [XD_L_DENSE] = {"dense", "dense UNITS [ACTIVATION]", 0, 1},
+    [XD_L_ACT] = {"activation", "ACTIVATION", 0, 0},
+    [XD_L_ADD] = {"add", "add NAME [ACTIVATION]", 0, 1},
+    [XD_L_STANDARDIZE] = {"standardize", "standardize [eps=E]", OPT_EPS, 0},
+};
+static const char *const OPT_KEYS[] = {"name", "in", "stride", "pad", "bias", "eps", "momentum"};
+#define NOPT ((int)(sizeof OPT_KEYS / sizeof OPT_KEYS[0]))
+
+static const char *kind_word(const xd_layer *L) {
+  return L->kind == XD_L_ACT ? ACT_NAMES[L->act] : KINDS[L->kind].word;
+}
+
+/* One key=value option. `seen` collects the keys given so far on the line; `in=` and the add's
+ * reference are kept as text in refs[] and resolved once the line is known to be well formed. */
+static int parse_option(parse_ctx *pc, xd_layer *L, const char *tok, char refs[2][XD_NAME_MAX], int *seen) {
   const char *eq = strchr(tok, '=');
-  if (!eq) {
-    xd_act a;
-    if (parse_act(tok, &a) == 0) return PFAIL(pc, "unexpected '%s': the activation comes before key=value options", tok);
-    return PFAIL(pc, "unexpected '%s'", tok);
+  int bit = -1;
+  for (int i = 0; i < NOPT; i++)
+    if (strlen(OPT_KEYS[i]) == (size_t)(eq - tok) && !strncmp(tok, OPT_KEYS[i], (size_t)(eq - tok))) bit = i;
+  if (eq == tok) return PFAIL(pc, "bad option '%." QMAX "s': expected key=value", tok);
+  int allowed = KINDS[L->kind].opts | OPT_NAME | OPT_IN;
+  if (bit < 0 || !(allowed & (1 << bit))) {
+    char list[96] = "";
+    for (int j = 0; j < NOPT; j++) { /* the kind's own options first, then name and in */
+      int i = (j + 2) % NOPT;
+      if (allowed & (1 << i))
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=", list[0] ? ", " : "", OPT_KEYS[i]);
+    }
+    return PFAIL(pc, "unknown option '%.*s' for this layer (%s takes %s)", (int)(eq - tok < 32 ? eq - tok : 32), tok,
+                 kind_word(L), list);
   }
-  char key[32];
-  size_t kl = (size_t)(eq - tok);
-  if (kl >= sizeof key) return PFAIL(pc, "unknown option '%s'", tok);
-  memcpy(key, tok, kl);
-  key[kl] = 0;
-  const char *val = eq + 1;
-  if (!strcmp(key, "name") || !strcmp(key, "in")) {
-    if (!valid_name(val) || (!strcmp(key, "name") && !strcmp(val, "input")))
-      return PFAIL(pc, "bad %s '%s' (a letter or '_', then letters, digits, '_', '-', '.'; at most %d characters%s)",
-                   key, val, XD_NAME_MAX - 1, !strcmp(key, "name") ? "; 'input' is reserved" : "");
-    snprintf(!strcmp(key, "name") ? L->name : refs[0], XD_NAME_MAX, "%s", val);
-    return 0;
-  }
-  if (L->kind == XD_L_STANDARDIZE && !strcmp(key, "eps")) {
-    float v;
-    if (parse_float(val, &v) || !(v > 0)) return PFAIL(pc, "bad eps '%s' (a positive number)", val);
-    L->p.stdz.eps = v;
-    return 0;
-  }
-  if (L->kind == XD_L_CONV && !strcmp(key, "pad") && isdigit((unsigned char)val[0])) {
-    int pv;
-    if (!strcmp(val, "0")) pv = 0;
-    else if (parse_int(val, &pv)) return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%s'", val);
-    L->p.conv.same = 2; /* explicit, symmetric: PyTorch's padding=N */
-    L->p.conv.pad_top = L->p.conv.pad_left = pv;
-    return 0;
-  }
-  if (L->kind == XD_L_CONV && !strcmp(key, "bias")) {
-    if (strcmp(val, "0") && strcmp(val, "1")) return PFAIL(pc, "bias must be 0 or 1, got '%s'", val);
-    L->p.conv.nobias = !strcmp(val, "0"); /* bias=0: PyTorch's bias=False (e.g. before a batchnorm) */
-    return 0;
-  }
-  if (L->kind == XD_L_CONV && !strcmp(key, "stride")) {
-    if (parse_int(val, &L->p.conv.stride)) return PFAIL(pc, "stride must be a positive integer, got '%s'", val);
-    return 0;
-  }
-  if (L->kind == XD_L_CONV && !strcmp(key, "pad")) {
-    if (!strcmp(val, "same")) L->p.conv.same = 1;
-    else if (!strcmp(val, "valid")) L->p.conv.same = 0;
-    else return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%s'", val);
-    return 0;
-  }
-  if ((L->kind == XD_L_MAXPOOL || L->kind == XD_L_AVGPOOL) && !strcmp(key, "stride")) {
-    int s[2];
-    if (parse_dims(val, s, 2)) return PFAIL(pc, "stride must be S or SxS, got '%s'", val);
-    L->p.pool.sh = s[0];
-    L->p.pool.sw = s[1];
-    return 0;
-  }
-  if (L->kind == XD_L_BATCHNORM && (!strcmp(key, "eps") || !strcmp(key, "momentum"))) {
-    float v;
-    if (parse_float(val, &v) || v <= 0 || (!strcmp(key, "momentum") && v > 1))
-      return PFAIL(pc, "bad %s '%s'", key, val);
-    if (!strcmp(key, "eps")) L->p.bn.eps = v;
-    else L->p.bn.momentum = v;
-    return 0;
+  const char *key = OPT_KEYS[bit], *val = eq + 1;
+  if (*seen & (1 << bit)) return PFAIL(pc, "option '%s' given twice", key);
+  *seen |= 1 << bit;
+  if (!*val) return PFAIL(pc, "option '%s=' has no value", key);
+  switch (1 << bit) {
+    case OPT_NAME:
+    case OPT_IN:
+      if (!valid_name(val))
+        return PFAIL(pc, "bad %s '%." QMAX "s' (a letter or '_', then letters, digits, '_', '-', '.'; at most %d characters%s)",
+                     key, val, XD_NAME_MAX - 1, bit == 0 ? "; 'input' is reserved" : "");
+      if (bit == 0 && !strcmp(val, "input"))
+        return PFAIL(pc, "bad name 'input' (a letter or '_', then letters, digits, '_', '-', '.'; at most %d "
+                         "characters; 'input' is reserved)", XD_NAME_MAX - 1);
+      if (bit == 0 && reserved_word(val))
+        return PFAIL(pc, "bad name '%s': a layer or activation word cannot name a layer", val);
+      if (bit == 1 && strcmp(val, "input") && reserved_word(val))
+        return PFAIL(pc, "bad in '%s': a layer or activation word is not a layer name", val);
+      snprintf(bit == 0 ? L->name : refs[0], XD_NAME_MAX, "%s", val);
+      return 0;
+    case OPT_STRIDE:
+      if (L->kind == XD_L_CONV) {
+        if (parse_int_range(val, 1, XD_MODEL_INT_MAX, &L->p.conv.stride))
+          return PFAIL(pc, "stride must be a positive integer up to %d, got '%." QMAX "s'", XD_MODEL_INT_MAX, val);
+      } else {
+        int s[2];
+        if (parse_dims(val, s, 2, 1))
+          return PFAIL(pc, "stride must be S or SHxSW (positive integers up to %d), got '%." QMAX "s'",
+                       XD_MODEL_INT_MAX, val);
+        L->p.pool.sh = s[0];
+        L->p.pool.sw = s[1];
+      }
+      return 0;
+    case OPT_PAD:
+      if (!strcmp(val, "same")) {
+        L->p.conv.same = 1;
+      } else if (!strcmp(val, "valid")) {
+        L->p.conv.same = 0;
+      } else {
+        int pv;
+        if (parse_int_range(val, 0, XD_MODEL_INT_MAX, &pv))
+          return PFAIL(pc, "pad must be same, valid or a number of pixels, got '%." QMAX "s'", val);
+        L->p.conv.same = 2; /* explicit, symmetric: PyTorch's padding=N */
+        L->p.conv.pad_top = L->p.conv.pad_left = pv;
+      }
+      return 0;
+    case OPT_BIAS:
+      if (strcmp(val, "0") && strcmp(val, "1")) return PFAIL(pc, "bias must be 0 or 1, got '%." QMAX "s'", val);
+      L->p.conv.nobias = !strcmp(val, "0"); /* bias=0: PyTorch's bias=False (e.g. before a batchnorm) */
+      return 0;
+    case OPT_EPS: {
+      float v;
+      if (parse_real(val, &v) || !(v > 0)) return PFAIL(pc, "bad eps '%." QMAX "s' (a positive number)", val);
+      if (L->kind == XD_L_STANDARDIZE) L->p.stdz.eps = v;
+      else L->p.bn.eps = v;
+      return 0;
+    }
+    case OPT_MOMENTUM: {
+      float v;
+      if (parse_real(val, &v) || !(v > 0 && v <= 1))
+        return PFAIL(pc, "bad momentum '%." QMAX "s' (a number in (0, 1])", val);
+      L->p.bn.momentum = v;
+      return 0;
+    }
   }
   return PFAIL(pc, "unknown option '%s' for this layer", key);
 }
@@ -294,26 +372,28 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
   int pos = 1; /* next token */
   xd_act a;
   if (!strcmp(k, "input")) {
-    if (nt != 2 || parse_dims(tok[1], in_dims, 3)) return PFAIL(pc, "expected 'input CxHxW', e.g. input 1x128x128");
+    if (nt != 2 || parse_dims(tok[1], in_dims, 3, 0))
+      return PFAIL(pc, "expected 'input CxHxW' (each from 1 to %d), e.g. input 1x128x128", XD_MODEL_INT_MAX);
     *is_input = 1;
     return 0;
   } else if (!strcmp(k, "conv")) {
     L->kind = XD_L_CONV;
     L->p.conv.stride = 1;
     int kk[2];
-    if (nt < 3 || parse_int(tok[1], &L->p.conv.filters) || parse_dims(tok[2], kk, 2))
-      return PFAIL(pc, "expected 'conv FILTERS KHxKW [ACTIVATION] [stride=S] [pad=same|valid]'");
+    if (nt < 3) return PFAIL(pc, "expected '%s'", KINDS[XD_L_CONV].syntax);
+    if (parse_int_range(tok[1], 1, XD_MODEL_INT_MAX, &L->p.conv.filters))
+      return PFAIL(pc, "conv: bad number of filters '%." QMAX "s' (an integer from 1 to %d)", tok[1], XD_MODEL_INT_MAX);
+    if (parse_dims(tok[2], kk, 2, 1))
+      return PFAIL(pc, "conv: bad kernel size '%." QMAX "s' (KHxKW or K, each from 1 to %d)", tok[2], XD_MODEL_INT_MAX);
     L->p.conv.kh = kk[0];
     L->p.conv.kw = kk[1];
     pos = 3;
-    if (pos < nt && !strchr(tok[pos], '=')) {
-      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
-      pos++;
-    }
   } else if (!strcmp(k, "maxpool") || !strcmp(k, "avgpool")) {
     L->kind = !strcmp(k, "maxpool") ? XD_L_MAXPOOL : XD_L_AVGPOOL;
     int kk[2];
-    if (nt < 2 || parse_dims(tok[1], kk, 2)) return PFAIL(pc, "expected '%s KHxKW [stride=S]'", k);
+    if (nt < 2) return PFAIL(pc, "expected '%s'", KINDS[L->kind].syntax);
+    if (parse_dims(tok[1], kk, 2, 1))
+      return PFAIL(pc, "%s: bad window size '%." QMAX "s' (KHxKW or K, each from 1 to %d)", k, tok[1], XD_MODEL_INT_MAX);
     L->p.pool.kh = L->p.pool.sh = kk[0];
     L->p.pool.kw = L->p.pool.sw = kk[1];
     pos = 2;
@@ -323,80 +403,99 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
     L->kind = XD_L_BATCHNORM;
     L->p.bn.eps = 1e-5f;
     L->p.bn.momentum = 0.1f;
-    if (pos < nt && !strchr(tok[pos], '=')) {
-      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
-      pos++;
-    }
   } else if (!strcmp(k, "add")) {
     L->kind = XD_L_ADD;
     if (nt < 2 || strchr(tok[1], '=') || !valid_name(tok[1]))
       return PFAIL(pc, "expected 'add NAME [ACTIVATION]': the sum of the previous layer's output (or in=) and "
                        "layer NAME's");
+    if (strcmp(tok[1], "input") && reserved_word(tok[1]))
+      return PFAIL(pc, "expected 'add NAME [ACTIVATION]': '%s' is a layer or activation word, not a layer name", tok[1]);
     snprintf(refs[1], XD_NAME_MAX, "%s", tok[1]);
     pos = 2;
-    if (pos < nt && !strchr(tok[pos], '=')) {
-      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
-      pos++;
-    }
   } else if (!strcmp(k, "standardize")) {
     L->kind = XD_L_STANDARDIZE;
     L->p.stdz.eps = 1e-3f;
   } else if (!strcmp(k, "dropout")) {
     L->kind = XD_L_DROPOUT;
-    if (nt < 2 || parse_float(tok[1], &L->p.dropout.rate) || L->p.dropout.rate < 0 || L->p.dropout.rate >= 1)
-      return PFAIL(pc, "expected 'dropout RATE' with 0 <= RATE < 1");
+    if (nt < 2 || strchr(tok[1], '=') || parse_real(tok[1], &L->p.dropout.rate) || !(L->p.dropout.rate >= 0) ||
+        !(L->p.dropout.rate < 1))
+      return PFAIL(pc, "expected 'dropout RATE' with 0 <= RATE < 1, got '%." QMAX "s'", nt < 2 ? "" : tok[1]);
     pos = 2;
   } else if (!strcmp(k, "flatten")) {
     L->kind = XD_L_FLATTEN;
   } else if (!strcmp(k, "dense")) {
     L->kind = XD_L_DENSE;
-    if (nt < 2 || parse_int(tok[1], &L->p.dense.units)) return PFAIL(pc, "expected 'dense UNITS [ACTIVATION]'");
+    if (nt < 2 || parse_int_range(tok[1], 1, XD_MODEL_INT_MAX, &L->p.dense.units))
+      return PFAIL(pc, "expected 'dense UNITS [ACTIVATION]' with UNITS from 1 to %d, got '%." QMAX "s'",
+                   XD_MODEL_INT_MAX, nt < 2 ? "" : tok[1]);
     pos = 2;
-    if (pos < nt && !strchr(tok[pos], '=')) {
-      if (parse_act(tok[pos], &L->act)) return PFAIL(pc, "unknown activation '%s'", tok[pos]);
-      pos++;
-    }
   } else if (parse_act(k, &a) == 0) {
     L->kind = XD_L_ACT;
     L->act = a;
   } else {
-    return PFAIL(pc, "unknown layer '%s' (layers: conv maxpool avgpool globalavgpool batchnorm dropout flatten "
-                     "dense add standardize, or an activation)", k);
+    return PFAIL(pc, "unknown layer '%." QMAX "s' (layers: conv maxpool avgpool globalavgpool batchnorm dropout "
+                     "flatten dense add standardize, or an activation)", k);
   }
-  for (; pos < nt; pos++) XD_TRY(parse_option(pc, L, tok[pos], refs));
+  /* the optional activation, right after the positional arguments */
+  int have_act = 0;
+  if (KINDS[L->kind].act && pos < nt && !strchr(tok[pos], '=')) {
+    if (parse_act(tok[pos], &L->act))
+      return PFAIL(pc, "unknown activation '%." QMAX "s' (linear relu leakyrelu elu sigmoid tanh softmax)", tok[pos]);
+    have_act = 1;
+    pos++;
+  }
+  int seen = 0;
+  for (; pos < nt; pos++) {
+    const char *t = tok[pos];
+    if (strchr(t, '=')) {
+      XD_TRY(parse_option(pc, L, t, refs, &seen));
+      continue;
+    }
+    xd_act a2;
+    if (parse_act(t, &a2) == 0) {
+      if (seen) return PFAIL(pc, "unexpected '%s': the activation comes before key=value options", t);
+      if (have_act) return PFAIL(pc, "unexpected '%s': a layer takes one activation", t);
+      return PFAIL(pc, "unexpected '%s': %s takes no activation (put it on a line of its own)", t, kind_word(L));
+    }
+    return PFAIL(pc, "unexpected '%." QMAX "s' (expected '%s [name=NAME] [in=NAME]')", t, KINDS[L->kind].syntax);
+  }
+  if (L->name[0] && (!strcmp(L->name, refs[0]) || !strcmp(L->name, refs[1])))
+    return PFAIL(pc, "layer '%s' cannot read its own output", L->name);
   return 0;
 }
 
-/* Output shape of L given its input; fills L->out_* or fails with a message about impossible shapes. */
+/* Output shape of L given its input, computed in 64 bits; fills L->out_* or fails with a message about
+ * impossible or too large shapes. */
 static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
-  int C = L->in_c, H = L->in_h, W = L->in_w;
+  const int64_t C = L->in_c, H = L->in_h, W = L->in_w;
+  int64_t oc = C, oh = H, ow = W;
   switch (L->kind) {
     case XD_L_CONV: {
       if (flat_in) return PFAIL(pc, "conv needs a 4-D input, but its input is flat (after flatten/dense)");
-      int s = L->p.conv.stride, kh = L->p.conv.kh, kw = L->p.conv.kw;
+      const int64_t s = L->p.conv.stride, kh = L->p.conv.kh, kw = L->p.conv.kw;
       if (L->p.conv.same == 2) {
-        int p = L->p.conv.pad_top;
+        const int64_t p = L->p.conv.pad_top;
+        if (p >= kh || p >= kw) return PFAIL(pc, "pad=%d must be smaller than the %dx%d kernel", (int)p, (int)kh, (int)kw);
         if (kh > H + 2 * p || kw > W + 2 * p)
-          return PFAIL(pc, "conv kernel %dx%d is larger than its %dx%d input padded by %d", kh, kw, H, W, p);
-        if (p >= kh || p >= kw) return PFAIL(pc, "pad=%d must be smaller than the %dx%d kernel", p, kh, kw);
-        L->out_h = (H + 2 * p - kh) / s + 1;
-        L->out_w = (W + 2 * p - kw) / s + 1;
+          return PFAIL(pc, "conv kernel %dx%d is larger than its %dx%d input padded by %d", (int)kh, (int)kw, (int)H,
+                       (int)W, (int)p);
+        oh = (H + 2 * p - kh) / s + 1;
+        ow = (W + 2 * p - kw) / s + 1;
       } else if (L->p.conv.same) {
-        int oh = (H + s - 1) / s, ow = (W + s - 1) / s;
-        int ph = (oh - 1) * s + kh - H, pw = (ow - 1) * s + kw - W;
+        oh = (H + s - 1) / s;
+        ow = (W + s - 1) / s;
+        int64_t ph = (oh - 1) * s + kh - H, pw = (ow - 1) * s + kw - W;
         if (ph < 0) ph = 0;
         if (pw < 0) pw = 0;
-        L->p.conv.pad_top = ph / 2;
-        L->p.conv.pad_left = pw / 2;
-        L->out_h = oh;
-        L->out_w = ow;
+        L->p.conv.pad_top = (int)(ph / 2);
+        L->p.conv.pad_left = (int)(pw / 2);
       } else {
         if (kh > H || kw > W)
-          return PFAIL(pc, "conv kernel %dx%d is larger than its %dx%d input", kh, kw, H, W);
-        L->out_h = (H - kh) / s + 1;
-        L->out_w = (W - kw) / s + 1;
+          return PFAIL(pc, "conv kernel %dx%d is larger than its %dx%d input", (int)kh, (int)kw, (int)H, (int)W);
+        oh = (H - kh) / s + 1;
+        ow = (W - kw) / s + 1;
       }
-      L->out_c = L->p.conv.filters;
+      oc = L->p.conv.filters;
       if (L->act == XD_ACT_SOFTMAX) return PFAIL(pc, "softmax is only supported on dense layers");
       break;
     }
@@ -404,27 +503,27 @@ static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
     case XD_L_AVGPOOL:
       if (flat_in) return PFAIL(pc, "pooling needs a 4-D input, but its input is flat");
       if (L->p.pool.kh > H || L->p.pool.kw > W)
-        return PFAIL(pc, "pool window %dx%d is larger than its %dx%d input", L->p.pool.kh, L->p.pool.kw, H, W);
-      L->out_c = C;
-      L->out_h = (H - L->p.pool.kh) / L->p.pool.sh + 1;
-      L->out_w = (W - L->p.pool.kw) / L->p.pool.sw + 1;
+        return PFAIL(pc, "pool window %dx%d is larger than its %dx%d input", L->p.pool.kh, L->p.pool.kw, (int)H, (int)W);
+      oh = (H - L->p.pool.kh) / L->p.pool.sh + 1;
+      ow = (W - L->p.pool.kw) / L->p.pool.sw + 1;
       break;
     case XD_L_GAP:
       if (flat_in) return PFAIL(pc, "globalavgpool needs a 4-D input, but its input is flat");
-      L->out_c = C;
-      L->out_h = L->out_w = 1;
+      oh = ow = 1;
       L->flat = 1;
       break;
     case XD_L_FLATTEN:
       if (flat_in) return PFAIL(pc, "flatten after an already flat tensor");
-      L->out_c = C * H * W;
-      L->out_h = L->out_w = 1;
+      oc = C * H * W; /* each tensor holds at most 2^30 values: no overflow */
+      oh = ow = 1;
       L->flat = 1;
       break;
     case XD_L_DENSE:
-      if (!flat_in) return PFAIL(pc, "dense after a 4-D tensor (%dx%dx%d) needs a flatten or globalavgpool first", C, H, W);
-      L->out_c = L->p.dense.units;
-      L->out_h = L->out_w = 1;
+      if (!flat_in)
+        return PFAIL(pc, "dense after a 4-D tensor (%dx%dx%d) needs a flatten or globalavgpool first", (int)C, (int)H,
+                     (int)W);
+      oc = L->p.dense.units;
+      oh = ow = 1;
       L->flat = 1;
       break;
     case XD_L_ADD:
@@ -436,18 +535,43 @@ static int infer_shape(parse_ctx *pc, xd_layer *L, int flat_in) {
         return PFAIL(pc, "softmax is only supported on dense layers or as its own layer");
       if (L->kind == XD_L_ACT && L->act == XD_ACT_SOFTMAX && !flat_in)
         return PFAIL(pc, "softmax needs a flat input");
-      L->out_c = C;
-      L->out_h = H;
-      L->out_w = W;
       L->flat = flat_in;
       break;
     case XD_L_NKINDS:
       break;
   }
-  if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0) return PFAIL(pc, "layer output would be empty");
-  if ((int64_t)L->out_c * L->out_h * L->out_w > (int64_t)1 << 30)
-    return PFAIL(pc, "layer output of %lld values per image is too large", (long long)L->out_c * L->out_h * L->out_w);
+  if (oc <= 0 || oh <= 0 || ow <= 0) return PFAIL(pc, "layer output would be empty");
+  if (oc * oh * ow > XD_MODEL_TENSOR_MAX)
+    return PFAIL(pc, "layer output of %lld values per image is too large (at most %lld)", (long long)(oc * oh * ow),
+                 (long long)XD_MODEL_TENSOR_MAX);
+  L->out_c = (int)oc;
+  L->out_h = (int)oh;
+  L->out_w = (int)ow;
   return 0;
+}
+
+/* Parameter counts of a layer whose shapes are known, saturating (checked against XD_MODEL_PARAMS_MAX). */
+static void layer_param_counts(xd_layer *L) {
+  L->w_n = L->b_n = 0;
+  if (L->kind == XD_L_CONV) {
+    uint64_t k = xd_mul_sat(xd_mul_sat((uint64_t)L->in_c, (uint64_t)L->p.conv.kh), (uint64_t)L->p.conv.kw);
+    L->w_n = (size_t)xd_mul_sat((uint64_t)L->out_c, k);
+    L->b_n = L->p.conv.nobias ? 0 : (size_t)L->out_c;
+  } else if (L->kind == XD_L_DENSE) {
+    L->w_n = (size_t)xd_mul_sat((uint64_t)L->out_c, (uint64_t)L->in_c);
+    L->b_n = (size_t)L->out_c;
+  } else if (L->kind == XD_L_BATCHNORM) {
+    L->w_n = L->b_n = (size_t)L->in_c;
+  }
+}
+/* floats a layer takes in the parameter arena: weights and bias, each padded to 16 floats */
+static uint64_t layer_arena_floats(const xd_layer *L) {
+  return xd_add_sat(xd_add_sat(L->w_n, 15) & ~(uint64_t)15, xd_add_sat(L->b_n, 15) & ~(uint64_t)15);
+}
+
+static void fmt_count(char *buf, size_t n, uint64_t v) {
+  if (v == UINT64_MAX) snprintf(buf, n, "more than 2^64");
+  else snprintf(buf, n, "%llu", (unsigned long long)v);
 }
 
 static int find_layer(const xd_model *m, const char *name) {
@@ -480,9 +604,33 @@ static void tensor_shape(const xd_model *m, int t, int *c, int *h, int *w, int *
   *c = L->out_c, *h = L->out_h, *w = L->out_w, *flat = L->flat;
 }
 
+/* The characters of one line (without its line ending): printable ASCII and tabs, anything but control
+ * characters inside a comment; at most XD_MODEL_LINE_MAX of them. */
+static int check_line_chars(parse_ctx *pc, const char *p, size_t len) {
+  if (len > XD_MODEL_LINE_MAX)
+    return PFAIL(pc, "line of %zu characters, longer than the limit of %d", len, XD_MODEL_LINE_MAX);
+  int comment = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char u = (unsigned char)p[i];
+    if (u == '#') comment = 1;
+    if (u == '\t') continue;
+    if (u == '\r')
+      return PFAIL(pc, "carriage return at column %zu inside the line (line endings are LF or CRLF)", i + 1);
+    if (u < 0x20 || u == 0x7f) return PFAIL(pc, "control character 0x%02x at column %zu", u, i + 1);
+    if (u >= 0x80 && !comment)
+      return PFAIL(pc, "non-ASCII byte 0x%02x at column %zu (outside comments a model description is ASCII)", u, i + 1);
+  }
+  return 0;
+}
+
 int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e) {
   memset(m, 0, sizeof *m);
+  snprintf(m->source, sizeof m->source, "%s", source);
   parse_ctx pc = {source, 0, e};
+  size_t tlen = strlen(text);
+  if (tlen > XD_MODEL_TEXT_MAX)
+    return xd_fail(e, "%s: model description of %zu bytes, larger than the limit of %zu", source, tlen,
+                   (size_t)XD_MODEL_TEXT_MAX);
   size_t cap = 16;
   m->layers = calloc(cap, sizeof *m->layers);
   m->text = xd_strdup(text);
@@ -494,26 +642,29 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
   }
   int have_input = 0, flat = 0;
   int rc = 0;
+  uint64_t nparams = 0; /* arena floats so far, for the limit */
   /* walk lines by hand: strtok on "\n" would merge blank lines and lose line numbers */
-  char *p = buf;
-  while (p && *p && rc == 0) {
+  for (char *p = buf; p && *p && rc == 0;) {
     char *nl = strchr(p, '\n');
-    if (nl) *nl = 0;
+    char *end = nl ? nl : p + strlen(p);
     pc.line++;
-    char *hash = strchr(p, '#');
+    if (end > p && end[-1] == '\r') end--; /* CRLF */
+    if ((rc = check_line_chars(&pc, p, (size_t)(end - p)))) break;
+    *end = 0;
+    char *line = p;
+    p = nl ? nl + 1 : NULL;
+    char *hash = strchr(line, '#');
     if (hash) *hash = 0;
-    char *tok[MAXTOK];
-    int nt = 0;
+    char *tok[XD_MODEL_MAX_WORDS];
+    int nt = 0, extra = 0;
     char *save = NULL;
-    int extra = 0;
-    for (char *t = strtok_r(p, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
-      if (nt < MAXTOK) tok[nt++] = t;
+    for (char *t = strtok_r(line, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+      if (nt < XD_MODEL_MAX_WORDS) tok[nt++] = t;
       else extra = 1;
     }
-    p = nl ? nl + 1 : NULL;
     if (nt == 0) continue;
     if (extra) {
-      rc = PFAIL(&pc, "more than %d words on one line", MAXTOK);
+      rc = PFAIL(&pc, "more than %d words on one line", XD_MODEL_MAX_WORDS);
       break;
     }
     xd_layer L;
@@ -523,6 +674,12 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     if (is_input) {
       if (have_input || m->nlayers) {
         rc = PFAIL(&pc, "'input' must come once, before any layer");
+        break;
+      }
+      int64_t n = (int64_t)dims[0] * dims[1] * dims[2];
+      if (n > XD_MODEL_TENSOR_MAX) {
+        rc = PFAIL(&pc, "input %dx%dx%d has %lld values per image, more than %lld", dims[0], dims[1], dims[2],
+                   (long long)n, (long long)XD_MODEL_TENSOR_MAX);
         break;
       }
       m->in_c = dims[0];
@@ -535,6 +692,10 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
       rc = PFAIL(&pc, "the first line must be 'input CxHxW'");
       break;
     }
+    if (m->nlayers >= XD_MODEL_MAX_LAYERS) {
+      rc = PFAIL(&pc, "more than %d layers", XD_MODEL_MAX_LAYERS);
+      break;
+    }
     /* inputs: the previous line's output unless in= names another; add's second operand by name */
     L.in0 = m->nlayers;
     for (int r = 0; r < 2 && rc == 0; r++) {
@@ -545,9 +706,8 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
       else L.in1 = t;
     }
     if (rc) break;
-    if (L.name[0] && (!strcmp(L.name, "input") || find_layer(m, L.name) >= 0)) {
-      rc = PFAIL(&pc, "layer name '%s' is already used (line %d)", L.name,
-                 m->layers[find_layer(m, L.name)].line);
+    if (L.name[0] && find_layer(m, L.name) >= 0) {
+      rc = PFAIL(&pc, "layer name '%s' is already used (line %d)", L.name, m->layers[find_layer(m, L.name)].line);
       break;
     }
     tensor_shape(m, L.in0, &L.in_c, &L.in_h, &L.in_w, &flat);
@@ -564,6 +724,17 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
       }
     }
     if ((rc = infer_shape(&pc, &L, flat))) break;
+    layer_param_counts(&L);
+    uint64_t lp = layer_arena_floats(&L);
+    nparams = xd_add_sat(nparams, lp);
+    if (nparams > XD_MODEL_PARAMS_MAX) {
+      char a[32], b[32];
+      fmt_count(a, sizeof a, xd_add_sat(L.w_n, L.b_n));
+      fmt_count(b, sizeof b, nparams);
+      rc = PFAIL(&pc, "%s: %s parameters in this layer, %s in the model so far: more than the limit of %llu",
+                 kind_word(&L), a, b, (unsigned long long)XD_MODEL_PARAMS_MAX);
+      break;
+    }
     if (m->nlayers == (int)cap) {
       cap *= 2;
       xd_layer *nl2 = realloc(m->layers, cap * sizeof *nl2);
@@ -608,17 +779,11 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     return -1;
   }
   /* arenas: params and grads share one layout */
-  size_t np = 0, nb = 0;
+  size_t np = 0, nb = 0, total = 0;
+  int biggest = 0;
   for (int i = 0; i < m->nlayers; i++) {
     xd_layer *L = &m->layers[i];
-    if (L->kind == XD_L_CONV) {
-      L->w_n = (size_t)L->out_c * L->in_c * L->p.conv.kh * L->p.conv.kw;
-      L->b_n = L->p.conv.nobias ? 0 : (size_t)L->out_c;
-    } else if (L->kind == XD_L_DENSE) {
-      L->w_n = (size_t)L->out_c * L->in_c;
-      L->b_n = (size_t)L->out_c;
-    } else if (L->kind == XD_L_BATCHNORM) {
-      L->w_n = L->b_n = (size_t)L->in_c;
+    if (L->kind == XD_L_BATCHNORM) {
       L->rm_off = nb;
       L->rv_off = nb + (size_t)L->in_c;
       nb += 2 * (size_t)L->in_c;
@@ -628,6 +793,8 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     np += (L->w_n + 15) & ~(size_t)15;
     L->b_off = np;
     np += (L->b_n + 15) & ~(size_t)15;
+    total += L->w_n + L->b_n;
+    if (L->w_n + L->b_n > m->layers[biggest].w_n + m->layers[biggest].b_n) biggest = i;
   }
   m->nparams = np;
   m->nbuffers = nb;
@@ -638,46 +805,134 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
     int up = (L->in0 > 0 && m->layers[L->in0 - 1].needs_grad) || (L->in1 > 0 && m->layers[L->in1 - 1].needs_grad);
     L->needs_grad = L->w_n + L->b_n > 0 || up;
   }
+  /* the memory of the arenas, before allocating them */
+  char what[sizeof m->source + 160];
+  snprintf(what, sizeof what, "%s:%d: the model with its gradients (%zu parameters, %zu in this layer)", source,
+           m->layers[biggest].line, total, m->layers[biggest].w_n + m->layers[biggest].b_n);
+  if (xd_mem_check(xd_model_bytes(m), what, e)) {
+    xd_model_free(m);
+    return -1;
+  }
   m->params = xd_alloc(np * sizeof(float), "parameters", e);
   m->grads = m->params ? xd_alloc(np * sizeof(float), "gradients", e) : NULL;
   m->buffers = m->grads ? xd_alloc((nb ? nb : 1) * sizeof(float), "batchnorm statistics", e) : NULL;
   if (!m->buffers) {
+    char msg[XD_ERR_MAX];
+    snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
+    xd_fail(e, "%s: %s", source, msg);
     xd_model_free(m);
     return -1;
   }
   return 0;
 }
 
+uint64_t xd_model_bytes(const xd_model *m) {
+  /* each arena rounded up to 64 bytes by xd_alloc */
+  uint64_t p = xd_add_sat(xd_mul_sat(m->nparams, sizeof(float)), 64);
+  uint64_t b = xd_add_sat(xd_mul_sat(m->nbuffers ? m->nbuffers : 1, sizeof(float)), 64);
+  return xd_add_sat(xd_mul_sat(p, 2), b);
+}
+
+uint64_t xd_model_train_bytes(const xd_model *m, int batch, int ema) {
+  uint64_t p = xd_add_sat(xd_mul_sat(m->nparams, sizeof(float)), 128);
+  uint64_t b = xd_add_sat(xd_mul_sat(m->nbuffers, sizeof(float)), 128);
+  uint64_t t = xd_model_bytes(m);
+  t = xd_add_sat(t, xd_mul_sat(p, 2)); /* optimizer moments m, v */
+  t = xd_add_sat(t, p);                /* gradient reduction buffer */
+  if (ema) t = xd_add_sat(t, xd_add_sat(p, b));
+  return xd_add_sat(t, xd_workspace_bytes(m, batch));
+}
+
+int xd_model_check_train(const xd_model *m, int batch, int ema, xd_err *e) {
+  char what[sizeof m->source + 64];
+  snprintf(what, sizeof what, "%s: training with batch %d", m->source, batch);
+  return xd_mem_check(xd_model_train_bytes(m, batch, ema), what, e);
+}
+
+/* Reads a model file: a regular file (a FIFO would block, a directory or device is never a model) of
+ * at most XD_MODEL_TEXT_MAX bytes, without NUL bytes. Returns the text (caller frees) or NULL. */
+static char *read_model_file(const char *path, xd_err *e) {
+  if (xd_check_regular(path, e)) return NULL;
+  /* O_NONBLOCK: should the path have become a FIFO since, open does not wait for a writer */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    xd_fail(e, "%s: cannot open model description: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    xd_fail(e, "%s: not a regular file", path);
+    close(fd);
+    return NULL;
+  }
+  if ((uint64_t)st.st_size > XD_MODEL_TEXT_MAX) {
+    xd_fail(e, "%s: model description of %lld bytes, larger than the limit of %zu", path, (long long)st.st_size,
+            (size_t)XD_MODEL_TEXT_MAX);
+    close(fd);
+    return NULL;
+  }
+  size_t cap = (size_t)st.st_size + 2, n = 0;
+  char *text = malloc(cap);
+  if (!text) {
+    xd_fail(e, "out of memory reading %s", path);
+    close(fd);
+    return NULL;
+  }
+  for (;;) { /* the file may have grown since fstat: read to the end, up to the limit */
+    if (n + 1 == cap) {
+      if (cap > XD_MODEL_TEXT_MAX + 1) {
+        xd_fail(e, "%s: model description larger than the limit of %zu bytes", path, (size_t)XD_MODEL_TEXT_MAX);
+        free(text);
+        close(fd);
+        return NULL;
+      }
+      char *t2 = realloc(text, cap = cap * 2 > XD_MODEL_TEXT_MAX + 2 ? XD_MODEL_TEXT_MAX + 2 : cap * 2);
+      if (!t2) {
+        xd_fail(e, "out of memory reading %s", path);
+        free(text);
+        close(fd);
+        return NULL;
+      }
+      text = t2;
+    }
+    ssize_t r = read(fd, text + n, cap - n - 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      xd_fail(e, "%s: cannot read model description: %s", path, strerror(errno));
+      free(text);
+      close(fd);
+      return NULL;
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  text[n] = 0;
+  const char *nul = memchr(text, 0, n);
+  if (nul) {
+    int line = 1;
+    for (const char *c = text; c < nul; c++) line += *c == '\n';
+    xd_fail(e, "%s:%d: NUL byte in the model description (a binary file?)", path, line);
+    free(text);
+    return NULL;
+  }
+  return text;
+}
+
 int xd_model_from_arg(xd_model *m, const char *arg, int channels, int height, int width, xd_err *e) {
+  memset(m, 0, sizeof *m);
   char *text = xd_model_preset_text(arg, channels, height, width);
   char source[600];
   if (text) {
     snprintf(source, sizeof source, "preset %s", arg);
   } else {
-    FILE *f = fopen(arg, "rb");
-    if (!f) {
-      if (!strchr(arg, '/') && !strchr(arg, '.'))
+    struct stat st;
+    if (stat(arg, &st) != 0) {
+      if (errno == ENOENT && !strchr(arg, '/') && !strchr(arg, '.'))
         return xd_fail(e, "%s: not a preset (%s) and no such model file", arg, xd_model_preset_names());
       return xd_fail(e, "%s: cannot open model description: %s", arg, strerror(errno));
     }
-    size_t cap = 4096, n = 0;
-    text = malloc(cap);
-    for (size_t r; text && (r = fread(text + n, 1, cap - n - 1, f)) > 0;) {
-      n += r;
-      if (n + 1 == cap) {
-        if (cap > (1 << 20)) {
-          free(text);
-          fclose(f);
-          return xd_fail(e, "%s: model description larger than 1 MiB", arg);
-        }
-        char *t2 = realloc(text, cap *= 2);
-        if (!t2) free(text);
-        text = t2;
-      }
-    }
-    fclose(f);
-    if (!text) return xd_fail(e, "out of memory reading %s", arg);
-    text[n] = 0;
+    if (!(text = read_model_file(arg, e))) return -1;
     snprintf(source, sizeof source, "%s", arg);
   }
   int rc = xd_model_build(m, text, source, e);
