@@ -2,9 +2,14 @@
 # Installs the Debian 12 packages xray-dp needs, only those missing (no apt call at all when nothing is),
 # with sudo only when not root. Usage: scripts/deps.sh [--test]   (--test adds what the test suite needs)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libstb-dev gnuplot-nox)
+# libjpeg-turbo and libpng decode JPEG/PNG (they report damaged files); stb_image does BMP/GIF/PNM.
+pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libstb-dev libjpeg-dev
+  libpng-dev gnuplot-nox)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(file jq)
+  # valgrind: tests/test_rel_image.c's memcheck pass over damaged images; clang with its sanitizer and
+  # libFuzzer runtime (a Recommends, so named) and LLVM's OpenMP: the fuzz targets (tests/fuzz/).
+  pkgs+=(valgrind clang libclang-rt-dev libomp-dev)
   # tests/test_slurm.sh runs its own munged/slurmctld/slurmd; keep the packages' system daemons from
   # starting at install time (a policy-rc.d that says no, removed again on exit, only if none exists).
   pkgs+=(slurm-wlm munge)
