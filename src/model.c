@@ -373,7 +373,8 @@ static int parse_line(parse_ctx *pc, char **tok, int nt, xd_layer *L, int *is_in
   xd_act a;
   if (!strcmp(k, "input")) {
     if (nt != 2 || parse_dims(tok[1], in_dims, 3, 0))
-      return PFAIL(pc, "expected 'input CxHxW' (each from 1 to %d), e.g. input 1x128x128", XD_MODEL_INT_MAX);
+      return PFAIL(pc, "expected 'input CxHxW' (each from 1 to %d, e.g. input 1x128x128), got '%." QMAX "s'",
+                   XD_MODEL_INT_MAX, nt < 2 ? "" : nt > 2 ? tok[2] : tok[1]);
     *is_input = 1;
     return 0;
   } else if (!strcmp(k, "conv")) {

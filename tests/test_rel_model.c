@@ -363,6 +363,70 @@ static void test_extreme(int *ncases) {
   }
 }
 
+/* ---- mutations of valid descriptions: each builds, or fails with one line naming the source ---- */
+static uint64_t lcg(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return *s >> 33;
+}
+
+static void test_mutations(int *ncases) {
+  static const char *const words[] = {
+      "conv", "maxpool", "dense", "add", "in=", "name=", "pad=", "stride=", "x", "0", "1", "3x3", "1000000",
+      "99999999999", "-1", "relu", "softmax", "=", "#", "\r", "\t", "\n", " ", "input", "flatten", "e-9",
+      "nan", "2x", "x2", "\xff", "eps=", "momentum=", "bias=", "dropout", "globalavgpool", "batchnorm"};
+  const char *seeds[] = {GOOD[0], GOOD[4], GOOD[5], GOOD[6], EXTREME[8], EXTREME[3]};
+  const int nseed = (int)(sizeof seeds / sizeof seeds[0]), iters = UNDER_ASAN ? 5000 : 20000;
+  uint64_t st = 12345;
+  int built = 0, refused = 0;
+  char buf[8192];
+  for (int it = 0; it < iters; it++) {
+    const char *src = seeds[lcg(&st) % nseed];
+    size_t n = strlen(src);
+    memcpy(buf, src, n + 1);
+    int nmut = 1 + (int)(lcg(&st) % 4);
+    for (int k = 0; k < nmut && n > 2; k++) {
+      size_t at = lcg(&st) % n;
+      switch (lcg(&st) % 4) {
+        case 0: /* a random byte */
+          buf[at] = (char)(lcg(&st) % 255 + 1);
+          break;
+        case 1: /* delete a run */
+        {
+          size_t len = 1 + lcg(&st) % 8;
+          if (at + len > n) len = n - at;
+          memmove(buf + at, buf + at + len, n - at - len + 1);
+          n -= len;
+          break;
+        }
+        default: { /* insert a word of the language (or of its edges) */
+          const char *w = words[lcg(&st) % (sizeof words / sizeof words[0])];
+          size_t len = strlen(w);
+          if (n + len + 1 >= sizeof buf) break;
+          memmove(buf + at + len, buf + at, n - at + 1);
+          memcpy(buf + at, w, len);
+          n += len;
+        }
+      }
+    }
+    xd_model m;
+    xd_err e = {{0}};
+    if (xd_model_build(&m, buf, "m.txt", &e) == 0) {
+      built++;
+      CHECK(m.nlayers > 0 && m.nparams <= XD_MODEL_PARAMS_MAX);
+      xd_model_free(&m);
+    } else {
+      refused++;
+      if (strncmp(e.msg, "m.txt:", 6) || strchr(e.msg, '\n') || strlen(e.msg) < 12) {
+        CHECK_MSG(0, "mutation %d: message '%s'", it, e.msg);
+        break;
+      }
+    }
+  }
+  printf("rel_model: %d mutated descriptions: %d built, %d refused\n", iters, built, refused);
+  CHECK(built > iters / 200 && refused > iters / 2);
+  (*ncases)++;
+}
+
 /* ---- limits on the number of layers and the length of the text ---- */
 static void test_text_limits(int *ncases) {
   size_t cap = 64 + 6 * (XD_MODEL_MAX_LAYERS + 8);
@@ -657,6 +721,7 @@ int main(int argc, char **argv) {
   printf("rel_model: %zu bad descriptions in the table\n", sizeof BAD / sizeof BAD[0]);
   test_good(&ncases);
   test_extreme(&ncases);
+  test_mutations(&ncases);
   test_text_limits(&ncases);
   test_memory(&ncases);
   test_model_arg(dir, &ncases);
