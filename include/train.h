@@ -28,7 +28,12 @@ typedef struct xd_train_opts {
   float cw[2];
   const char *augment;   /* "none", "default", "shortcut" or a spec */
   const char *recipe;    /* the preset recipe applied before the user's options (for the log), or NULL */
-  int resume;
+  int resume;            /* 1: continue DIR/last.h5, which must exist (the CLI decides, under the run lock) */
+  int overwrite;         /* 1: DIR holds an earlier run to replace: its files are removed once setup succeeded */
+  int model_given, data_given, patience_given; /* resume: given on the command line (checked against the run) */
+  const char *config;    /* the run's settings, key=value lines: stored in last.h5 ("train_config") */
+  int detect_anomaly;    /* check gradients, weights and activations for NaN/Inf every step, naming the layer */
+  const char *notes;     /* lines for stdout and train.log once the run is set up (what --resume changed) */
   int64_t max_steps;     /* -1: no limit */
   int no_shuffle, quiet, sync_bn;
   xd_init_kind init;
@@ -37,8 +42,29 @@ typedef struct xd_train_opts {
 } xd_train_opts;
 
 /* Status on return: 0 finished (all epochs, max-steps or early stop), 1 interrupted by a signal
- * (last.h5 written), -1 error (e filled on the failing rank). */
+ * (last.h5 written), -1 error that every rank returns together (e holds the message on the ranks that
+ * failed and "" on the others, which print nothing), -2 error on this rank alone while the others may
+ * wait in a collective (the caller ends the job: xd_dist_abort). The caller holds the run lock. */
 int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e);
+
+/* ---- the run folder (rank 0) ----
+ * Lock: an exclusive flock on DIR/.lock (DIR is created), held until xd_run_unlock or the end of the
+ * process in any way (the kernel releases it: a kill -9 leaves no stale lock). Returns the descriptor,
+ * or -1 with "DIR: run folder is in use by another training (pid N on host H)" or the system's reason. */
+int xd_run_lock(const char *dir, xd_err *e);
+void xd_run_unlock(int fd);
+
+/* What DIR holds of an earlier run. */
+typedef struct xd_run_files {
+  int last, best;        /* last.h5, best.h5 exist */
+  int64_t csv_rows;      /* epoch rows in metrics.csv (0 when absent) */
+} xd_run_files;
+int xd_run_inspect(const char *dir, xd_run_files *f, xd_err *e);
+/* Removes the temporaries that writers killed mid-write left in DIR (last.h5.tmp.PID, best.h5.tmp.PID,
+ * metrics.csv.tmp.PID of other processes). Call with the lock held. Returns the number removed. */
+int xd_run_clean_tmp(const char *dir);
+/* Reads the settings stored in a checkpoint ("train_config"; "" when it has none). */
+int xd_run_read_config(const char *ckpt, char *buf, size_t n, xd_err *e);
 
 /* Augmentation: per-sample random affine warp and intensity jitter of uint8 images into float [0,1].
  * Spec: "none", "default", "shortcut", or comma-separated key=value with keys rot (degrees), shift, zoom,

@@ -120,7 +120,8 @@ printf 'input 1x32x32\nconv 8 40x40 relu\nflatten\ndense 1 sigmoid\n' > big.mode
 expect 1 "larger than" "$X" train --data d.h5 --model big.model --out e3 --quiet
 expect 2 "--frobnicate" "$X" train --frobnicate
 expect 2 "--lr" "$X" train --lr abc
-expect 1 "optimizer state is for" "$X" train --data d.h5 --model petre-bn --out a --resume --quiet --batch 16 --epochs 4 --optimizer sgd
+expect 1 "--optimizer sgd: the run in a/last.h5 was started with --optimizer adam" "$X" train --data d.h5 --out a --resume --quiet --batch 16 --epochs 4 --optimizer sgd
+expect 1 "--model petre-bn: not the network of the run in a/last.h5" "$X" train --data d.h5 --model petre-bn --out a --resume --quiet
 ok "bad input gives one-line errors and the documented exit status"
 
 echo "train: $pass passed, 0 failed"
