@@ -104,4 +104,13 @@ int xd_metrics_json_full(FILE *f, const xd_binary_metrics *m, const xd_calibrati
  * as null. */
 void xd_json_number(FILE *f, double v);
 
+/* A JSON string that is always valid JSON whatever the bytes (file names are bytes, not text): '"',
+ * '\\' and control characters escaped (\n, \t, \u00XX), valid UTF-8 copied, and every byte that is not
+ * part of valid UTF-8 written as U+FFFD (\ufffd). */
+void xd_json_string(FILE *f, const char *s);
+
+/* A TSV field that cannot split a row or a column: backslash, tab, newline and carriage return are
+ * written as \\, \t, \n and \r (other bytes as they are). Reading back: undo those four escapes. */
+void xd_tsv_field(FILE *f, const char *s);
+
 #endif

@@ -153,6 +153,58 @@ void xd_json_number(FILE *f, double v) {
   fputs(buf, f);
 }
 
+/* Length of the valid UTF-8 sequence at p (1 to 4), or 0 if the bytes there are not one. */
+static int utf8_len(const unsigned char *p) {
+  unsigned c = p[0];
+  int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+  if (len <= 1) return len;
+  uint32_t cp = len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+  for (int k = 1; k < len; k++) {
+    if ((p[k] & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (p[k] & 0x3F);
+  }
+  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+      (cp >= 0xD800 && cp <= 0xDFFF))
+    return 0;
+  return len;
+}
+
+void xd_json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    unsigned c = *p;
+    int len = utf8_len(p);
+    if (len == 0) {
+      fputs("\\ufffd", f);
+      p++;
+    } else if (len > 1) {
+      fwrite(p, 1, (size_t)len, f);
+      p += len;
+    } else {
+      if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+      else if (c == '\n') fputs("\\n", f);
+      else if (c == '\t') fputs("\\t", f);
+      else if (c == '\r') fputs("\\r", f);
+      else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
+      else fputc((int)c, f);
+      p++;
+    }
+  }
+  fputc('"', f);
+}
+
+void xd_tsv_field(FILE *f, const char *s) {
+  for (; *s; s++) {
+    switch (*s) {
+      case '\\': fputs("\\\\", f); break;
+      case '\t': fputs("\\t", f); break;
+      case '\n': fputs("\\n", f); break;
+      case '\r': fputs("\\r", f); break;
+      default: fputc(*s, f);
+    }
+  }
+}
+
 static void json_body(FILE *f, const xd_binary_metrics *m) {
   const char *keys[] = {"loss", "accuracy", "precision", "recall", "specificity",
                         "f1",   "roc_auc",  "pr_auc",    "threshold"};
