@@ -3,6 +3,7 @@
  * ROC-AUC is not a sum). */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 static const char *HELP =
     "usage: xray-dp eval --ckpt C.h5 [--ckpt C2.h5 ...] --data D.h5 [--split test] [--threshold 0.5|auto|T]\n"
     "                    [--tta] [--prior P [--train-prior Q]] [--val-data V.h5] [--json] [--roc FILE]\n"
-    "                    [--scores FILE] [--reliability FILE.csv] [--batch 64]\n"
+    "                    [--scores FILE] [--reliability FILE.csv] [--batch 64] [--mem-limit SIZE]\n"
     "\n"
     "Loss, accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, PR-AUC, the confusion\n"
     "matrix (rows actual, columns predicted, in class_names order) and calibration (ECE, Brier score) of\n"
@@ -62,14 +63,26 @@ static const char *HELP =
     "                     train (q), train_from (option|checkpoint|training data|split), split (s)}.\n"
     "                     Undefined values are null.\n"
     "  --roc FILE         write the ROC curve (threshold, fpr, tpr) for scripts/plot_eval.sh\n"
-    "  --scores FILE      write path<TAB>probability<TAB>label for every image of the split\n"
+    "  --scores FILE      write path<TAB>probability<TAB>label for every image of the split; in the path\n"
+    "                     and the label a backslash, tab, newline and carriage return are written as\n"
+    "                     \\\\, \\t, \\n and \\r, so every row has 3 fields\n"
     "  --reliability FILE.csv\n"
     "                     write the reliability table (bin_lo,bin_hi,count,mean_prob,frac_pos) for\n"
     "                     scripts/plot_eval.sh's reliability diagram\n"
+    ARG_MEM_LIMIT_HELP
     "Calibration: 10 equal-width probability bins; ECE = sum over bins of (cases in bin / n) *\n"
     "|mean probability - fraction positive|; Brier = mean (p - y)^2. The loss is the binary cross-entropy\n"
     "of the logits for one checkpoint, of the averaged (or prior-adjusted) probability otherwise.\n"
-    "Output files are written atomically (temporary name, then rename), and only when all succeed.\n"
+    "Output files are written atomically: each to FILE.tmp.<pid>, flushed to disk, and renamed over FILE\n"
+    "only when every output (and stdout) was written completely. On any failure (a full disk: \"No space\n"
+    "left on device\"; a file size limit: \"File too large\") no temporary is left, existing FILEs are left\n"
+    "as they were, and nothing is printed on stdout. Temporaries of dead earlier runs are removed first.\n"
+    "A device, a FIFO or /dev/stdout is written directly; a symbolic link is followed. An output that is a\n"
+    "directory or in a missing or read-only folder fails before any work (exit 1); an empty FILE, two\n"
+    "outputs naming the same file, or an output naming an input (--data, --ckpt, --val-data) is bad usage.\n"
+    "JSON strings are valid UTF-8 (bytes that are not become U+FFFD). A non-finite probability (a model\n"
+    "giving NaN) is an error naming the image, never a number in an output. Non-finite metrics are null\n"
+    "in JSON.\n"
     "Exit status: 0 success, 2 bad usage, 1 any other error (one line on stderr naming the file).\n";
 
 /* One split's probabilities and labels, gathered on rank 0. */
@@ -94,8 +107,10 @@ static void scored_free(scored_split *s) {
 static int agree(xd_dist *d, int rc, const xd_err *e) {
   int64_t worst = xd_dist_max_i64(d, rc ? (d->rank == 0 ? 2 : 1) : 0);
   if (!worst) return 0;
-  if (rc && d->rank == 0) fprintf(stderr, "xray-dp eval: %s\n", e->msg);
-  else if (rc && worst == 1) fprintf(stderr, "xray-dp eval: rank %d: %s\n", d->rank, e->msg);
+  xd_err m = *e;
+  xd_msg_oneline(m.msg);
+  if (rc && d->rank == 0) fprintf(stderr, "xray-dp eval: %s\n", m.msg);
+  else if (rc && worst == 1) fprintf(stderr, "xray-dp eval: rank %d: %s\n", d->rank, m.msg);
   return 1;
 }
 
@@ -114,6 +129,11 @@ static int score_split(xd_dist *d, cli_ensemble *E, const char *path, const char
   float *prob = NULL;
   uint8_t *lab = NULL;
   if (rc == 0) {
+    char what[4200];
+    snprintf(what, sizeof what, "%s: the probabilities and labels of %lld images", path, (long long)n);
+    rc = xd_mem_check(xd_mul_sat((uint64_t)n, 2 * (sizeof(float) + 1)), what, &e);
+  }
+  if (rc == 0) {
     xd_shard_range(n, d->rank, d->size, &a, &b);
     prob = malloc(((size_t)(b - a) + 1) * sizeof *prob);
     lab = malloc((size_t)(b - a) + 1);
@@ -129,12 +149,18 @@ static int score_split(xd_dist *d, cli_ensemble *E, const char *path, const char
   int logit_loss = E->k == 1 && !tta;
   if (b > a) {
     if (logit_loss) {
-      /* one checkpoint: xd_infer's own loss of the logits, as training reports it */
+      /* one checkpoint: xd_infer's own loss of the logits, as training reports it; read in blocks that
+       * are whole multiples of the batch, so the batches (and the loss's sum) are those of one call */
       const xd_model *m = &E->m[0];
       const size_t px = (size_t)m->in_c * m->in_h * m->in_w;
-      uint8_t *img = malloc((size_t)(b - a) * px);
-      rc = img ? xd_dataset_read_u8(s->ds, a, b, img, lab, &e) : xd_fail(&e, "%s: out of memory for images", path);
-      if (rc == 0) xd_infer(&E->m[0], &E->ws[0], b - a, img, lab, prob, &loss);
+      const int64_t bs = E->ws[0].batch, B = bs * ((256 + bs - 1) / bs);
+      uint8_t *img = malloc((size_t)B * px);
+      if (!img) rc = xd_fail(&e, "%s: out of memory for images", path);
+      for (int64_t i = a; rc == 0 && i < b; i += B) {
+        int64_t j = i + B < b ? i + B : b;
+        rc = xd_dataset_read_u8(s->ds, i, j, img, lab + (i - a), &e);
+        if (rc == 0) xd_infer(&E->m[0], &E->ws[0], j - i, img, lab + (i - a), prob + (i - a), &loss);
+      }
       free(img);
     } else {
       rc = cli_ensemble_score_range(E, s->ds, a, b, tta, prob, lab, &e);
@@ -177,73 +203,95 @@ static double prior_adjust(double p, double r) {
   return p * r / (p * r + (1 - p));
 }
 
-/* Output files: each written to a temporary name; all renamed into place only once all are complete.
- * An existing target that is not a regular file (/dev/stdout, /dev/null, a FIFO) is written directly:
- * renaming over it would replace the device. */
+/* Output files. Each is composed in memory, then written to its temporary name with every write, the
+ * fsync and the close checked (xd_tmp_write); stdout is written next; only when all of that succeeded
+ * are the temporaries renamed into place. Targets that cannot be replaced by a rename (a device, a FIFO,
+ * /dev/stdout) are written directly, after the temporaries. */
+enum { OUT_ROC, OUT_SCORES, OUT_REL, NOUT };
+static const char *const out_opt[NOUT] = {"--roc", "--scores", "--reliability"};
+
 typedef struct outfile {
-  const char *path;
-  char tmp[4200]; /* "" when written directly */
-  FILE *f;
+  const char *path;  /* as given; NULL when not asked for */
+  char target[4096]; /* what to write (a symbolic link's target) */
+  int direct;        /* xd_output_check said: write directly */
+  char tmp[4200];    /* the written temporary, "" when none */
+  char *buf;         /* composed content */
+  size_t len;
 } outfile;
 
-static int out_open(outfile *o, xd_err *e) {
-  struct stat sb;
-  o->tmp[0] = 0;
-  if (stat(o->path, &sb) == 0 && S_ISDIR(sb.st_mode)) return xd_fail(e, "%s: is a directory", o->path);
-  if (stat(o->path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-    o->f = fopen(o->path, "w");
-  } else {
-    xd_tmp_name(o->path, o->tmp, sizeof o->tmp);
-    o->f = fopen(o->tmp, "w");
-  }
-  if (!o->f) o->tmp[0] = 0;
-  return o->f ? 0 : xd_fail(e, "%s: cannot write: %s", o->path, strerror(errno));
-}
-
-/* Closes (checking the write and the close); on failure removes the temporary file. */
-static int out_close(outfile *o, int rc, xd_err *e) {
-  if (!o->f) return rc;
-  int err = ferror(o->f);
-  int werr = errno;
-  if (fclose(o->f) != 0 && !err) {
-    err = 1;
-    werr = errno;
-  }
-  o->f = NULL;
-  if (rc == 0 && err) rc = xd_fail(e, "%s: write error: %s", o->path, strerror(werr ? werr : EIO));
-  if (rc && o->tmp[0]) unlink(o->tmp);
-  return rc;
-}
-
-static int write_outputs(const char *roc, const char *scores, const char *reliability, const scored_split *s,
-                         double thr, const xd_calibration *cal, xd_err *e) {
-  outfile o[3] = {{roc, "", NULL}, {scores, "", NULL}, {reliability, "", NULL}};
+/* The content of output k, composed in memory (cannot fail for disk reasons). */
+static int compose(outfile *o, int k, const scored_split *s, double thr, const xd_calibration *cal, xd_err *e) {
+  FILE *f = open_memstream(&o->buf, &o->len);
+  if (!f) return xd_fail(e, "%s: out of memory composing the file", o->path);
   int rc = 0;
-  for (int i = 0; i < 3 && rc == 0; i++) {
-    if (!o[i].path) continue;
-    rc = out_open(&o[i], e);
-    if (rc) break;
-    if (i == 0) {
-      xd_err re;
-      if (xd_roc_curve_write(o[i].f, s->n, s->prob, s->lab, &re)) rc = xd_fail(e, "%s: %s", roc, re.msg);
-    } else if (i == 1) {
-      char path[1024];
-      xd_err pe;
-      for (int64_t k = 0; k < s->n; k++) {
-        if (xd_dataset_read_path(s->ds, k, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)k);
-        fprintf(o[i].f, "%s\t%.9g\t%s\n", path, s->prob[k], s->info->class_names[s->prob[k] >= thr]);
-      }
-    } else {
-      xd_reliability_csv_write(o[i].f, cal);
+  if (k == OUT_ROC) {
+    xd_err re;
+    if (xd_roc_curve_write(f, s->n, s->prob, s->lab, &re)) rc = xd_fail(e, "%s: %s", o->path, re.msg);
+  } else if (k == OUT_SCORES) {
+    char path[4096];
+    xd_err pe;
+    for (int64_t i = 0; i < s->n; i++) {
+      if (xd_dataset_read_path(s->ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
+      xd_tsv_field(f, path);
+      fprintf(f, "\t%.9g\t", s->prob[i]);
+      xd_tsv_field(f, s->info->class_names[s->prob[i] >= thr]);
+      fputc('\n', f);
     }
-    rc = out_close(&o[i], rc, e);
+  } else {
+    xd_reliability_csv_write(f, cal);
   }
-  for (int i = 0; i < 3; i++) {
-    if (!o[i].path || !o[i].tmp[0]) continue;
-    if (rc) unlink(o[i].tmp);
-    else rc = xd_commit_file(o[i].tmp, o[i].path, e);
-  }
+  int bad = ferror(f);
+  if (fclose(f) != 0) bad = 1;
+  if (rc == 0 && bad) rc = xd_fail(e, "%s: out of memory composing the file", o->path);
   return rc;
+}
+
+static void outputs_free(outfile *o) {
+  for (int k = 0; k < NOUT; k++) {
+    if (o[k].tmp[0]) unlink(o[k].tmp);
+    o[k].tmp[0] = 0;
+    free(o[k].buf);
+    o[k].buf = NULL;
+  }
+}
+
+/* Composes and writes every output and then stdout (so_buf), renaming the files into place only when all
+ * of it succeeded. 0, or -1 with e filled and nothing left behind. */
+static int write_outputs(outfile *o, const scored_split *s, double thr, const xd_calibration *cal, const char *so_buf,
+                         size_t so_len, xd_err *e) {
+  int rc = 0;
+  for (int k = 0; k < NOUT && rc == 0; k++)
+    if (o[k].path) rc = compose(&o[k], k, s, thr, cal, e);
+  for (int k = 0; k < NOUT && rc == 0; k++)
+    if (o[k].path && !o[k].direct) {
+      xd_clean_stale_tmp(o[k].target);
+      rc = xd_tmp_write(o[k].target, o[k].buf, o[k].len, o[k].tmp, sizeof o[k].tmp, e);
+    }
+  for (int k = 0; k < NOUT && rc == 0; k++)
+    if (o[k].path && o[k].direct) rc = xd_write_direct(o[k].target, o[k].buf, o[k].len, e);
+  if (rc == 0) rc = xd_write_stdout(so_buf, so_len, e);
+  for (int k = 0; k < NOUT && rc == 0; k++)
+    if (o[k].path && o[k].tmp[0]) {
+      rc = xd_commit_file(o[k].tmp, o[k].target, e); /* removes the temporary on failure */
+      o[k].tmp[0] = 0;
+    }
+  outputs_free(o);
+  return rc;
+}
+
+/* The first image whose probability is not a number in [0, 1]: -1 naming it (never a "nan" in an output). */
+static int check_probs(const scored_split *s, const char *data, const char *split, const cli_ensemble *E, xd_err *e) {
+  for (int64_t i = 0; i < s->n; i++) {
+    float p = s->prob[i];
+    if (p >= 0 && p <= 1) continue;
+    char path[4096], names[2048];
+    xd_err pe;
+    if (xd_dataset_read_path(s->ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
+    cli_ensemble_names(E, names, sizeof names);
+    return xd_fail(e, "%s [%s] image %lld (%s): %s gives the probability %g, not a number in [0, 1] (non-finite "
+                   "weights or activations)", data, split, (long long)i, path, names, (double)p);
+  }
+  return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -266,6 +314,10 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!strcmp(a, "--json")) { json = 1; continue; }
     if (!strcmp(a, "--tta")) { tta = 1; continue; }
+    if (!strcmp(a, "--mem-limit")) {
+      if (!(v = arg_value(cmd, argc, argv, &i)) || arg_mem_limit(cmd, v)) status = 2;
+      continue;
+    }
     int is_ckpt = !strcmp(a, "--ckpt");
     const char **dst = !strcmp(a, "--data") ? &data : !strcmp(a, "--split") ? &split
                      : !strcmp(a, "--threshold") ? &thr_s : !strcmp(a, "--roc") ? &roc : !strcmp(a, "--scores") ? &scores
@@ -319,13 +371,57 @@ int cmd_eval(int argc, char **argv) {
       fprintf(stderr, "xray-dp eval: --val-data is only used with --threshold auto and several --ckpt or --tta\n");
     status = 2;
   }
+  outfile o[NOUT];
+  memset(o, 0, sizeof o);
+  o[OUT_ROC].path = roc;
+  o[OUT_SCORES].path = scores;
+  o[OUT_REL].path = reliability;
+  /* outputs: not empty, not each other, not an input (a rename over --data would destroy it) */
+  for (int k = 0; k < NOUT && status == 0; k++) {
+    if (!o[k].path) continue;
+    const char *clash = NULL, *clash_opt = NULL;
+    if (!o[k].path[0]) {
+      if (!quiet_rank) fprintf(stderr, "xray-dp eval: %s: empty file name\n", out_opt[k]);
+      status = 2;
+      break;
+    }
+    for (int j = 0; j < k && !clash; j++)
+      if (o[j].path && (!strcmp(o[j].path, o[k].path) || xd_same_file(o[j].path, o[k].path)))
+        clash = o[j].path, clash_opt = out_opt[j];
+    const char *ins[2] = {data, val_data}, *in_opt[2] = {"--data", "--val-data"};
+    for (int j = 0; j < 2 && !clash; j++)
+      if (ins[j] && (!strcmp(ins[j], o[k].path) || xd_same_file(ins[j], o[k].path))) clash = ins[j], clash_opt = in_opt[j];
+    for (int j = 0; j < E.k && !clash; j++)
+      if (!strcmp(E.path[j], o[k].path) || xd_same_file(E.path[j], o[k].path)) clash = E.path[j], clash_opt = "--ckpt";
+    if (clash) {
+      char msg[9000];
+      snprintf(msg, sizeof msg, "xray-dp eval: %s %s: the same file as %s %s (an output must not replace an input or "
+               "another output)", out_opt[k], o[k].path, clash_opt, clash);
+      xd_msg_oneline(msg);
+      if (!quiet_rank) fprintf(stderr, "%s\n", msg);
+      status = 2;
+    }
+  }
   if (status) goto out;
+  /* a file size limit (ulimit -f) becomes a write error with a message, not a signal */
+  signal(SIGXFSZ, SIG_IGN);
 
   xd_err e = {{0}};
+  char *so_buf = NULL; /* rank 0's stdout, composed in memory and written with the output files */
+  size_t so_len = 0;
+  FILE *so = NULL;
   scored_split s, v;
   memset(&s, 0, sizeof s);
   memset(&v, 0, sizeof v);
-  int rc = cli_ensemble_load(&E, &e);
+  int rc = 0;
+  /* an output that cannot be written (a directory, a missing or read-only folder) fails before any work */
+  for (int k = 0; k < NOUT && rc == 0; k++)
+    if (o[k].path && d.rank == 0) {
+      int r = xd_output_check(o[k].path, 1, o[k].target, sizeof o[k].target, &e);
+      if (r < 0) rc = -1;
+      o[k].direct = r == 1;
+    }
+  if (rc == 0) rc = cli_ensemble_load(&E, &e);
   if (rc == 0) rc = cli_ensemble_workspaces(&E, (int)batch, &e);
   if (agree(&d, rc, &e)) {
     status = 1;
@@ -343,7 +439,8 @@ int cmd_eval(int argc, char **argv) {
       status = 1;
       goto cleanup;
     }
-    if (d.rank == 0) {
+    if (d.rank == 0) rc = check_probs(&v, vpath, "val", &E, &e);
+    if (d.rank == 0 && rc == 0) {
       thr = xd_threshold_for_sensitivity(v.n, v.prob, v.lab, 0.95);
       if (isnan(thr))
         rc = xd_fail(&e, "%s: no threshold reaches 95%% sensitivity on the val split (no %s case there?)", vpath,
@@ -355,8 +452,25 @@ int cmd_eval(int argc, char **argv) {
     }
   } else if (thr_auto) {
     thr = E.st[0].threshold;
+    /* a stored NaN or 2.0 would call every case negative */
+    rc = thr >= 0 && thr <= 1 ? 0 : xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", E.path[0], thr);
+    if (agree(&d, rc, &e)) {
+      status = 1;
+      goto cleanup;
+    }
   }
   if (score_split(&d, &E, data, split, tta, &s)) {
+    status = 1;
+    goto cleanup;
+  }
+  if (d.rank == 0 && check_probs(&s, data, split, &E, &e)) {
+    xd_msg_oneline(e.msg);
+    fprintf(stderr, "xray-dp eval: %s\n", e.msg);
+    status = 1;
+    goto cleanup;
+  }
+  if (d.rank == 0 && !(so = open_memstream(&so_buf, &so_len))) {
+    fprintf(stderr, "xray-dp eval: out of memory\n");
     status = 1;
     goto cleanup;
   }
@@ -395,12 +509,6 @@ int cmd_eval(int argc, char **argv) {
     mt.loss = E.k == 1 && !tta && isnan(prior) ? s.loss / (double)n : xd_bce_of_probs(n, s.prob, s.lab, w_neg, w_pos);
     xd_calibration cal;
     xd_calibration_compute(n, s.prob, s.lab, w_neg, w_pos, &cal);
-    if (write_outputs(roc, scores, reliability, &s, thr, &cal, &e)) {
-      /* an output file failed: no results on stdout, so a script never reads a half-done run */
-      fprintf(stderr, "xray-dp eval: %s\n", e.msg);
-      status = 1;
-      goto cleanup;
-    }
     if (json) {
       size_t l = 0;
       if (E.k > 1) l += (size_t)snprintf(extra + l, sizeof extra - l, "\"checkpoints\": %d", E.k);
@@ -409,7 +517,7 @@ int cmd_eval(int argc, char **argv) {
         snprintf(extra + l, sizeof extra - l,
                  "%s\"prior\": {\"deployment\": %.17g, \"train\": %.17g, \"train_from\": \"%s\", \"split\": %.17g}",
                  l ? ", " : "", prior, q, q_from, share);
-      if (xd_metrics_json_full(stdout, &mt, &cal, extra)) status = 1;
+      xd_metrics_json_full(so, &mt, &cal, extra);
     } else {
       char names[2048];
       cli_ensemble_names(&E, names, sizeof names);
@@ -420,11 +528,11 @@ int cmd_eval(int argc, char **argv) {
                  vpath, E.k > 1 && tta ? "ensemble+TTA" : E.k > 1 ? "ensemble" : "TTA");
       else if (thr_auto)
         snprintf(how, sizeof how, " (auto: chosen on validation for >= 95%% sensitivity)");
-      printf("%s on %s [%s], %lld images, threshold %.4f%s\n", names, data, split, (long long)n, thr, how);
-      if (E.k > 1) printf("ensemble: mean probability of %d checkpoints\n", E.k);
-      if (tta) printf("test-time augmentation: mean over %d variants of each image\n", XD_TTA_VARIANTS);
+      fprintf(so, "%s on %s [%s], %lld images, threshold %.4f%s\n", names, data, split, (long long)n, thr, how);
+      if (E.k > 1) fprintf(so, "ensemble: mean probability of %d checkpoints\n", E.k);
+      if (tta) fprintf(so, "test-time augmentation: mean over %d variants of each image\n", XD_TTA_VARIANTS);
       if (!isnan(prior))
-        printf("prior: deployment prevalence of %s %.4g; the model's prior %.4g (%s); this split's %.4g\n"
+        fprintf(so, "prior: deployment prevalence of %s %.4g; the model's prior %.4g (%s); this split's %.4g\n"
                "  probabilities moved to the new prior (odds x %.4g)%s; accuracy, precision, F1, PR-AUC, loss and\n"
                "  calibration re-weighted to it; sensitivity, specificity, ROC-AUC and the counts as measured\n",
                cn[1], prior, q,
@@ -432,12 +540,26 @@ int cmd_eval(int argc, char **argv) {
                : !strcmp(q_from, "training data") ? "share in the training data's train split"
                                                   : "no training data to read: this split's share",
                share, (prior / (1 - prior)) / (q / (1 - q)), thr_auto ? ", the auto threshold with them" : "");
-      xd_metrics_print_table(stdout, &mt, cn);
-      printf("  calibration: ECE %.4f (%d equal-width bins), Brier score %.4f%s\n", cal.ece, XD_CAL_BINS, cal.brier,
+      xd_metrics_print_table(so, &mt, cn);
+      fprintf(so, "  calibration: ECE %.4f (%d equal-width bins), Brier score %.4f%s\n", cal.ece, XD_CAL_BINS, cal.brier,
              reliability ? "" : " (--reliability FILE.csv for the table)");
+    }
+    int bad = ferror(so);
+    if (fclose(so) != 0) bad = 1;
+    so = NULL;
+    if (bad) rc = xd_fail(&e, "out of memory composing the report");
+    else rc = write_outputs(o, &s, thr, &cal, so_buf, so_len, &e);
+    if (rc) {
+      /* an output failed: no file replaced, nothing on stdout, so a script never reads a half-done run */
+      xd_msg_oneline(e.msg);
+      fprintf(stderr, "xray-dp eval: %s\n", e.msg);
+      status = 1;
     }
   }
 cleanup:
+  if (so) fclose(so);
+  free(so_buf);
+  outputs_free(o);
   scored_free(&s);
   scored_free(&v);
   cli_ensemble_free(&E);

@@ -177,11 +177,25 @@ int cli_ensemble_val_threshold(cli_ensemble *E, const char *data_path, int tta, 
   if (rc == 0 && info->nclasses != 2)
     rc = xd_fail(e, "%s: choosing a threshold needs 2 classes, the file has %d", data_path, info->nclasses);
   if (rc == 0) {
+    char what[4200];
+    snprintf(what, sizeof what, "%s: the probabilities of %lld val images", data_path, (long long)n);
+    rc = xd_mem_check(xd_mul_sat((uint64_t)n, sizeof *p + 1), what, e);
+  }
+  if (rc == 0) {
     p = malloc((size_t)n * sizeof *p);
     y = malloc((size_t)n);
     if (!p || !y) rc = xd_fail(e, "%s: out of memory for %lld val probabilities", data_path, (long long)n);
   }
   if (rc == 0) rc = cli_ensemble_score_range(E, ds, 0, n, tta, p, y, e);
+  for (int64_t i = 0; rc == 0 && i < n; i++) {
+    if (p[i] >= 0 && p[i] <= 1) continue;
+    char path[4096], names[2048];
+    xd_err pe;
+    if (xd_dataset_read_path(ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
+    cli_ensemble_names(E, names, sizeof names);
+    rc = xd_fail(e, "%s [val] image %lld (%s): %s gives the probability %g, not a number in [0, 1] (non-finite "
+                 "weights or activations)", data_path, (long long)i, path, names, (double)p[i]);
+  }
   if (rc == 0) {
     *thr = xd_threshold_for_sensitivity(n, p, y, 0.95);
     if (isnan(*thr)) rc = xd_fail(e, "%s: no threshold reaches 95%% sensitivity on the val split (no %s case there?)", data_path,
