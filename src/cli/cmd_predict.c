@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <stb_image_write.h>
 
@@ -14,17 +16,25 @@
 #include "ensemble.h"
 #include "image.h"
 #include "infer.h"
+#include "metrics.h"
 
 static const char *HELP =
     "usage: xray-dp predict --ckpt C.h5 [--ckpt C2.h5 ...] IMAGE... [--gradcam DIR] [--threshold 0.5|auto|T]\n"
-    "                       [--tta] [--val-data V.h5] [--json]\n"
+    "                       [--tta] [--val-data V.h5] [--json] [--mem-limit SIZE]\n"
     "\n"
     "Decodes each image exactly as `pack` does (grayscale, area-average resize to the model's input) and\n"
     "prints one line per image: path<TAB>probability<TAB>label, where probability is P(class 1) and label\n"
     "is class 1 when probability >= threshold (default 0.5; auto = the checkpoint's, chosen on validation\n"
-    "for >= 95% sensitivity). Unreadable images are reported on stderr and skipped; the exit status is 1\n"
-    "if any image failed. The probabilities are bitwise those of `eval --scores` for the same pixels and\n"
-    "the same --ckpt/--tta options.\n"
+    "for >= 95% sensitivity). In the path and the label a backslash, tab, newline and carriage return are\n"
+    "written as \\\\, \\t, \\n and \\r, so every line has 3 fields. Unreadable images, and images the model\n"
+    "gives a non-finite probability (NaN weights), are reported on stderr (one line each, naming the image)\n"
+    "and skipped; the exit status is 1 if any image failed. The probabilities are bitwise those of\n"
+    "`eval --scores` for the same pixels and the same --ckpt/--tta options.\n"
+    "Output: the results are printed when all images are done (stdout is checked: a full disk is an error).\n"
+    "Each Grad-CAM PNG is written to NAME.tmp.<pid> and renamed into place only when complete and flushed;\n"
+    "if one cannot be written (a full disk, a file size limit) predict stops with one line naming it, exit\n"
+    "1, no temporary left and nothing on stdout (the PNGs completed before stay, each whole). A PNG name\n"
+    "that is an input (an image or checkpoint given) gets the image's position appended instead.\n"
     "  --ckpt C.h5     repeat for an ensemble: the mean probability of the checkpoints (same input size,\n"
     "                  output layer and class names, as for eval)\n"
     "  --tta           test-time augmentation: mean over the image and 8 fixed variants (zoom in/out 6%,\n"
@@ -37,7 +47,10 @@ static const char *HELP =
     "                  the X-ray, normalised per image (dark blue to red = weak to strongest evidence;\n"
     "                  uncoloured = none); the probability in the name is the one printed\n"
     "  --json          one JSON object: {\"threshold\": T, \"predictions\": [{\"path\", \"probability\",\n"
-    "                  \"label\"} or {\"path\", \"error\"}, ...]}\n";
+    "                  \"label\"} or {\"path\", \"error\"}, ...]}; always valid JSON: bytes of a path that are\n"
+    "                  not UTF-8 become U+FFFD, control characters are escaped\n"
+    ARG_MEM_LIMIT_HELP
+    "Exit status: 0 success, 2 bad usage, 1 any other error (one line on stderr naming the file).\n";
 
 /* A perceptual blue-to-red map (piecewise "turbo"-like), value in [0,1]. */
 static void colormap(float v, float rgb[3]) {
@@ -56,19 +69,57 @@ static int gradcam_size(int H) { return H >= 384 ? H : 384; }
 
 /* DIR/<image name>_p<probability>.png; a name already written by this run (same file name in two
  * folders) gets the image's position in the argument list appended, so no overlay is overwritten. */
-static void gradcam_name(const char *dir, const char *path, float prob, int index, char **done, int ndone, char *out,
-                         size_t cap) {
+/* (device, inode) of every input file, sorted: an overlay must never be renamed over one. */
+typedef struct {
+  dev_t dev;
+  ino_t ino;
+} file_id;
+
+static int cmp_id(const void *a, const void *b) {
+  const file_id *x = a, *y = b;
+  if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+  return (x->ino > y->ino) - (x->ino < y->ino);
+}
+
+static int is_input(const file_id *ids, int n, const char *path) {
+  struct stat st;
+  if (n == 0 || stat(path, &st) != 0) return 0;
+  file_id k = {st.st_dev, st.st_ino};
+  return bsearch(&k, ids, (size_t)n, sizeof k, cmp_id) != NULL;
+}
+
+/* DIR/<image name>_p<probability>.png; a name already written by this run (same file name in two
+ * folders), or one that is an input file, gets the image's position in the argument list appended, so
+ * no overlay is overwritten and no input replaced. */
+static void gradcam_name(const char *dir, const char *path, float prob, int index, char **done, int ndone,
+                         const file_id *ids, int nids, char *out, size_t cap) {
   char *dup = xd_strdup(path);
   const char *base = dup ? basename(dup) : "image";
   char *dot = dup ? strrchr(base, '.') : NULL;
   if (dot && dot != base) *dot = 0;
   snprintf(out, cap, "%s/%s_p%.3f.png", dir, base, prob);
-  for (int i = 0; i < ndone; i++)
-    if (done[i] && !strcmp(done[i], out)) {
-      snprintf(out, cap, "%s/%s_%d_p%.3f.png", dir, base, index + 1, prob);
-      break;
-    }
+  int clash = is_input(ids, nids, out);
+  for (int i = 0; i < ndone && !clash; i++) clash = done[i] && !strcmp(done[i], out);
+  if (clash) snprintf(out, cap, "%s/%s_%d_p%.3f.png", dir, base, index + 1, prob);
   free(dup);
+}
+
+typedef struct {
+  unsigned char *data;
+  size_t len;
+  int bad;
+} png_buf;
+
+static void png_collect(void *ctx, void *data, int size) {
+  png_buf *b = ctx;
+  unsigned char *p = size > 0 ? realloc(b->data, b->len + (size_t)size) : b->data;
+  if (!p) {
+    b->bad = 1;
+    return;
+  }
+  memcpy(p + b->len, data, (size_t)(size > 0 ? size : 0));
+  b->data = p;
+  b->len += (size_t)(size > 0 ? size : 0);
 }
 
 static int write_gradcam(const char *out, const uint8_t *img, const float *cam, int H, int W, xd_err *e) {
@@ -84,23 +135,41 @@ static int write_gradcam(const char *out, const uint8_t *img, const float *cam, 
       rgb[3 * i + k] = (uint8_t)lrintf(255.0f * (v < 0 ? 0 : v > 1 ? 1 : v));
     }
   }
-  char tmp[4200];
-  xd_tmp_name(out, tmp, sizeof tmp);
-  int ok = stbi_write_png(tmp, W, H, 3, rgb, W * 3);
+  /* encoded in memory, then written with every write, the fsync and the close checked (stb's own
+   * stbi_write_png ignores write errors: a full disk left a truncated PNG and exit 0) */
+  png_buf pb = {NULL, 0, 0};
+  int ok = stbi_write_png_to_func(png_collect, &pb, W, H, 3, rgb, W * 3);
   free(rgb);
-  if (!ok) return xd_fail(e, "%s: cannot write PNG", tmp);
-  return xd_commit_file(tmp, out, e);
+  if (!ok || pb.bad || !pb.data) {
+    free(pb.data);
+    return xd_fail(e, "%s: out of memory encoding the PNG", out);
+  }
+  char target[4096];
+  int r = xd_output_check(out, 0, target, sizeof target, e);
+  if (r == 0) r = xd_write_file_atomic(target, pb.data, pb.len, e);
+  free(pb.data);
+  return r == 0 ? 0 : -1;
 }
 
-static void json_str(const char *s) {
-  putchar('"');
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') printf("\\%c", ch);
-    else if (ch < 0x20) printf("\\u%04x", ch);
-    else putchar(ch);
+static void err_line(const char *msg) {
+  char m[XD_ERR_MAX];
+  snprintf(m, sizeof m, "%s", msg[0] ? msg : "unknown error");
+  xd_msg_oneline(m);
+  fprintf(stderr, "xray-dp predict: %s\n", m);
+}
+
+/* (dev, ino) of the inputs, so no Grad-CAM overlay replaces one. */
+static file_id *input_ids(char **imgs, int nimg, const cli_ensemble *E, const char *val_data, int *n) {
+  file_id *ids = malloc(sizeof *ids * ((size_t)nimg + (size_t)E->k + 1));
+  *n = 0;
+  if (!ids) return NULL;
+  struct stat st;
+  for (int i = 0; i < nimg + E->k + 1; i++) {
+    const char *p = i < nimg ? imgs[i] : i < nimg + E->k ? E->path[i - nimg] : val_data;
+    if (p && stat(p, &st) == 0) ids[(*n)++] = (file_id){st.st_dev, st.st_ino};
   }
-  putchar('"');
+  qsort(ids, (size_t)*n, sizeof *ids, cmp_id);
+  return ids;
 }
 
 int cmd_predict(int argc, char **argv) {
@@ -119,7 +188,9 @@ int cmd_predict(int argc, char **argv) {
     }
     if (!strcmp(a, "--json")) json = 1;
     else if (!strcmp(a, "--tta")) tta = 1;
-    else if (!strcmp(a, "--ckpt") || !strcmp(a, "--gradcam") || !strcmp(a, "--threshold") || !strcmp(a, "--val-data")) {
+    else if (!strcmp(a, "--mem-limit")) {
+      if (!(v = arg_value(cmd, argc, argv, &i)) || arg_mem_limit(cmd, v)) { free(imgs); return 2; }
+    } else if (!strcmp(a, "--ckpt") || !strcmp(a, "--gradcam") || !strcmp(a, "--threshold") || !strcmp(a, "--val-data")) {
       if (!(v = arg_value(cmd, argc, argv, &i))) { free(imgs); return 2; }
       if (a[2] == 'c') {
         if (E.k == XD_MAX_CKPTS) {
@@ -144,6 +215,11 @@ int cmd_predict(int argc, char **argv) {
     free(imgs);
     return 2;
   }
+  if (gradcam && !gradcam[0]) {
+    fprintf(stderr, "xray-dp predict: --gradcam: empty folder name\n");
+    free(imgs);
+    return 2;
+  }
   double thr = 0.5;
   int thr_auto = !strcmp(thr_s, "auto");
   if (!thr_auto && arg_double(cmd, "--threshold", thr_s, 0, 1, &thr)) {
@@ -159,16 +235,26 @@ int cmd_predict(int argc, char **argv) {
     free(imgs);
     return 2;
   }
+  signal(SIGXFSZ, SIG_IGN); /* a file size limit becomes a write error with a message, not a signal */
   xd_err e = {{0}};
   /* a batch for scoring the val split; one image at a time otherwise (same numbers either way) */
   if (cli_ensemble_load(&E, &e) || cli_ensemble_workspaces(&E, fresh_thr ? 64 : 1, &e) ||
       (fresh_thr && cli_ensemble_val_threshold(&E, val_data, tta, &thr, &e)) || (gradcam && xd_mkdir_p(gradcam, &e))) {
-    fprintf(stderr, "xray-dp predict: %s\n", e.msg);
+    err_line(e.msg);
     cli_ensemble_free(&E);
     free(imgs);
     return 1;
   }
-  if (thr_auto && !fresh_thr) thr = E.st[0].threshold;
+  if (thr_auto && !fresh_thr) {
+    thr = E.st[0].threshold;
+    if (!(thr >= 0 && thr <= 1)) { /* a stored NaN or 2.0 would call every image negative */
+      xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", E.path[0], thr);
+      err_line(e.msg);
+      cli_ensemble_free(&E);
+      free(imgs);
+      return 1;
+    }
+  }
   xd_model *mp = &E.m[0];
   xd_workspace *wsp = &E.ws[0];
   const char *ckpt = E.path[0];
@@ -177,25 +263,32 @@ int cmd_predict(int argc, char **argv) {
   uint8_t *px = malloc((size_t)H * W), *big = malloc((size_t)D * D);
   float *cam = malloc((size_t)D * D * sizeof(float));
   char **done = calloc((size_t)nimg, sizeof *done);
-  if (!px || !big || !cam || !done) {
+  char *so_buf = NULL;
+  size_t so_len = 0;
+  FILE *so = open_memstream(&so_buf, &so_len); /* results, printed when every image is done */
+  int nids = 0;
+  file_id *ids = gradcam ? input_ids(imgs, nimg, &E, val_data, &nids) : NULL;
+  int failed = 0, fatal = 0;
+  if (!px || !big || !cam || !done || !so || (gradcam && !ids)) {
     fprintf(stderr, "xray-dp predict: out of memory\n");
-    free(px);
-    free(big);
-    free(cam);
-    free(done);
-    cli_ensemble_free(&E);
-    free(imgs);
-    return 1;
+    fatal = 1;
+    goto end;
   }
+  char names[2048];
+  cli_ensemble_names(&E, names, sizeof names);
   const char *pos = metap->nclasses > 1 ? metap->class_names[1] : "1",
              *neg = metap->nclasses > 1 ? metap->class_names[0] : "0";
-  int failed = 0;
-  if (json) printf("{\"threshold\": %.9g, \"predictions\": [", thr);
-  for (int i = 0; i < nimg; i++) {
-    float p;
+  if (json) {
+    fprintf(so, "{\"threshold\": %.9g, \"predictions\": [", thr); /* finite: checked above */
+  }
+  for (int i = 0; i < nimg && !fatal; i++) {
+    float p = NAN;
     int rc = xd_image_load_gray(imgs[i], H, px, &e);
     if (rc == 0 && H != W) rc = xd_fail(&e, "%s: model input is not square", ckpt);
     if (rc == 0) rc = xd_infer_ensemble(E.k, E.m, E.ws, 1, px, tta, &p, &e);
+    if (rc == 0 && !(p >= 0 && p <= 1))
+      rc = xd_fail(&e, "%s: %s gives the probability %g, not a number in [0, 1] (non-finite weights or activations)",
+                   imgs[i], names, (double)p);
     if (rc == 0 && gradcam) {
       float p2;
       char out[4096];
@@ -203,37 +296,62 @@ int cmd_predict(int argc, char **argv) {
         rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
       if (rc == 0) rc = xd_image_load_gray(imgs[i], D, big, &e);
       if (rc == 0) {
-        gradcam_name(gradcam, imgs[i], p, i, done, i, out, sizeof out);
-        rc = write_gradcam(out, big, cam, D, D, &e);
+        for (size_t k = 0; k < (size_t)D * D; k++)
+          if (!(cam[k] >= 0 && cam[k] <= 1)) cam[k] = 0;
+        gradcam_name(gradcam, imgs[i], p, i, done, i, ids, nids, out, sizeof out);
+        if (write_gradcam(out, big, cam, D, D, &e) != 0) {
+          /* an output that cannot be written is not a bad image: stop, print no results */
+          err_line(e.msg);
+          fatal = 1;
+          break;
+        }
+        done[i] = xd_strdup(out);
       }
-      if (rc == 0) done[i] = xd_strdup(out);
     }
     if (json) {
-      printf("%s{\"path\": ", i ? ", " : "");
-      json_str(imgs[i]);
+      fputs(i ? ", {\"path\": " : "{\"path\": ", so);
+      xd_json_string(so, imgs[i]);
       if (rc == 0) {
-        printf(", \"probability\": %.9g, \"label\": ", p);
-        json_str(p >= thr ? pos : neg);
+        fprintf(so, ", \"probability\": %.9g, \"label\": ", p); /* in [0, 1]: checked above */
+        xd_json_string(so, p >= thr ? pos : neg);
       } else {
-        printf(", \"error\": ");
-        json_str(e.msg);
+        fputs(", \"error\": ", so);
+        xd_json_string(so, e.msg[0] ? e.msg : "unknown error");
       }
-      putchar('}');
+      fputc('}', so);
     } else if (rc == 0) {
-      printf("%s\t%.9g\t%s\n", imgs[i], p, p >= thr ? pos : neg);
+      xd_tsv_field(so, imgs[i]);
+      fprintf(so, "\t%.9g\t", p);
+      xd_tsv_field(so, p >= thr ? pos : neg);
+      fputc('\n', so);
     }
     if (rc) {
-      fprintf(stderr, "xray-dp predict: %s\n", e.msg);
+      err_line(e.msg);
       failed++;
     }
   }
-  if (json) printf("]}\n");
+  if (json) fputs("]}\n", so);
+end:
+  if (so) {
+    int bad = ferror(so);
+    if (fclose(so) != 0) bad = 1;
+    if (!fatal && bad) {
+      fprintf(stderr, "xray-dp predict: out of memory composing the results\n");
+      fatal = 1;
+    }
+    if (!fatal && xd_write_stdout(so_buf, so_len, &e) != 0) {
+      err_line(e.msg);
+      fatal = 1;
+    }
+  }
+  free(so_buf);
+  free(ids);
   cli_ensemble_free(&E);
-  for (int i = 0; i < nimg; i++) free(done[i]);
+  for (int i = 0; i < nimg && done; i++) free(done[i]);
   free(done);
   free(px);
   free(big);
   free(cam);
   free(imgs);
-  return failed ? 1 : 0;
+  return failed || fatal ? 1 : 0;
 }
