@@ -267,6 +267,10 @@ int xd_audit_run(xd_model *m, xd_dataset *ds, const xd_audit_opts *o, xd_audit_r
   r->threshold = o->threshold;
   r->nrows = np;
 
+  /* what is allocated below, before it is: the images of a chunk (twice), labels, probabilities */
+  uint64_t need = xd_mul_sat(2 * CHUNK, (uint64_t)px);
+  need = xd_add_sat(need, xd_mul_sat((uint64_t)n, 1 + (uint64_t)(np + 1) * sizeof(float)));
+  XD_TRY(xd_mem_check(need, "the audit's images and probabilities", e));
   xd_workspace ws;
   if (xd_workspace_alloc(&ws, m, o->batch > 0 ? o->batch : 64, e)) return -1;
   int rc = 0;
@@ -284,6 +288,18 @@ int xd_audit_run(xd_model *m, xd_dataset *ds, const xd_audit_opts *o, xd_audit_r
       for (int64_t i = 0; i < nb; i++) xd_perturb_apply(list[p], img + (size_t)i * px, H, W, pimg + (size_t)i * px);
       xd_infer(m, &ws, nb, pimg, NULL, prob + (size_t)(p + 1) * n + a, NULL);
     }
+  }
+  /* a non-finite probability (NaN weights) must be an error naming the image, not "nan" in a table */
+  for (int64_t k = 0; rc == 0 && k < (int64_t)(np + 1) * n; k++) {
+    if (prob[k] >= 0 && prob[k] <= 1) continue;
+    int64_t i = k % n;
+    int p = (int)(k / n);
+    char path[4096];
+    xd_err pe;
+    if (xd_dataset_read_path(ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
+    rc = xd_fail(e, "image %lld (%s)%s%s: the model gives the probability %g, not a number in [0, 1] (non-finite "
+                 "weights or activations)", (long long)i, path, p ? " perturbed by " : "", p ? list[p - 1]->name : "",
+                 (double)prob[k]);
   }
   if (rc == 0) {
     xd_binary_metrics mt;

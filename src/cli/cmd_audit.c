@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 static const char *HELP_HEAD =
     "usage: xray-dp audit --ckpt C.h5 --data D.h5 [--split val] [--json] [--threads T]\n"
     "                     [--threshold auto|T] [--cam-images 200] [--perturb NAME,...] [--batch 64]\n"
+    "                     [--mem-limit SIZE]\n"
     "\n"
     "Shortcut audit: does the model's diagnosis move under changes to the image that should not change\n"
     "it? Every image of the split is scored clean and under each perturbation below (applied to the\n"
@@ -43,14 +45,18 @@ static const char *HELP_TAIL =
     "  --threads T        OpenMP threads (default OMP_NUM_THREADS, else all cores); one process: do\n"
     "                     not launch under mpirun\n"
     "  --batch B          inference batch (default 64)\n"
+    ARG_MEM_LIMIT_HELP
     "  --json             one JSON object on stdout: ckpt, data, split, n, positives, threshold,\n"
     "                     clean {roc_auc, sensitivity, specificity, positive_rate}, perturbations [{name,\n"
     "                     description, roc_auc, delta_auc, sensitivity, specificity, flip_rate,\n"
     "                     flips_to_pos, flips_to_neg, mean_abs_dprob, max_abs_dprob}], gradcam {images,\n"
     "                     empty, box_width, box_height, frame, center_share, border_share, center_area,\n"
     "                     border_area, center_share_pos, center_share_neg} or null (no conv layer, or\n"
-    "                     --cam-images 0); undefined values are null\n"
+    "                     --cam-images 0); undefined values are null; strings are valid UTF-8 (bytes\n"
+    "                     of a file name that are not become U+FFFD)\n"
     "\n"
+    "A non-finite probability (a model with NaN weights) is an error naming the image. The report is\n"
+    "written to stdout when complete, and the write is checked (a full disk is an error, exit 1).\n"
     "Exit status: 0 ok, 2 bad usage, 1 any other error (one line on stderr naming the file); nothing is\n"
     "printed on stdout unless the whole audit succeeded.\n";
 
@@ -64,15 +70,7 @@ static void help(void) {
 
 static void jnum(FILE *f, double v) { xd_json_number(f, v); }
 
-static void jstr(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-    else fputc(*p, f);
-  }
-  fputc('"', f);
-}
+static void jstr(FILE *f, const char *s) { xd_json_string(f, s); }
 
 static void print_json(FILE *f, const xd_audit_result *r, const char *ckpt, const char *data, const char *split) {
   fputs("{\"ckpt\": ", f);
@@ -187,6 +185,11 @@ int cmd_audit(int argc, char **argv) {
       json = 1;
       continue;
     }
+    if (!strcmp(a, "--mem-limit")) {
+      const char *mv = arg_value(cmd, argc, argv, &i);
+      if (!mv || arg_mem_limit(cmd, mv)) return 2;
+      continue;
+    }
     const char **dst = !strcmp(a, "--ckpt") ? &ckpt : !strcmp(a, "--data") ? &data : !strcmp(a, "--split") ? &split
                      : !strcmp(a, "--threshold") ? &thr_s : !strcmp(a, "--perturb") ? &perturb : NULL;
     int64_t *idst = !strcmp(a, "--batch") ? &batch : !strcmp(a, "--threads") ? &threads
@@ -235,6 +238,7 @@ int cmd_audit(int argc, char **argv) {
     return 2;
   }
   if (threads > 0) omp_set_num_threads((int)threads);
+  signal(SIGXFSZ, SIG_IGN); /* stdout past a file size limit: a write error with a message, not a signal */
 
   xd_err e = {{0}};
   xd_model m;
@@ -246,6 +250,8 @@ int cmd_audit(int argc, char **argv) {
   have_m = r && rc == 0;
   if (rc == 0) rc = xd_dataset_open(&ds, data, split, &e);
   const xd_dataset_info *info = rc == 0 ? xd_dataset_get_info(ds) : NULL;
+  if (rc == 0 && thr_auto && !(st.threshold >= 0 && st.threshold <= 1))
+    rc = xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", ckpt, st.threshold);
   if (rc == 0 && (info->height != m.in_h || info->width != m.in_w || m.in_c != 1))
     rc = xd_fail(&e, "%s: images are %dx%d but %s expects %dx%d", data, info->height, info->width, ckpt, m.in_h, m.in_w);
   if (rc == 0 && info->nclasses != 2)
@@ -263,16 +269,26 @@ int cmd_audit(int argc, char **argv) {
       rc = -1;
     }
   }
+  if (rc == 0) {
+    /* composed in memory, then written and flushed with every call checked */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+      rc = xd_fail(&e, "out of memory composing the report");
+    } else {
+      if (json) print_json(f, r, ckpt, data, split);
+      else print_table(f, r, ckpt, data, split, thr_auto, info);
+      int bad = ferror(f);
+      if (fclose(f) != 0 || bad) rc = xd_fail(&e, "out of memory composing the report");
+      else rc = xd_write_stdout(buf, len, &e);
+    }
+    free(buf);
+  }
   if (rc) {
+    xd_msg_oneline(e.msg);
     fprintf(stderr, "xray-dp audit: %s\n", e.msg);
     status = 1;
-  } else {
-    if (json) print_json(stdout, r, ckpt, data, split);
-    else print_table(stdout, r, ckpt, data, split, thr_auto, info);
-    if (fflush(stdout) || ferror(stdout)) {
-      fprintf(stderr, "xray-dp audit: stdout: write error: %s\n", strerror(errno));
-      status = 1;
-    }
   }
   if (ds) xd_dataset_close(ds);
   if (have_m) xd_model_free(&m);
