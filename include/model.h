@@ -22,7 +22,8 @@ typedef enum { XD_L_CONV, XD_L_MAXPOOL, XD_L_AVGPOOL, XD_L_GAP, XD_L_BATCHNORM, 
  *    ending excluded), at most XD_MODEL_MAX_WORDS words a line. Outside comments only printable ASCII
  *    and tabs; comments may hold any bytes but control characters (UTF-8 text). No NUL byte (a file
  *    holding one is refused by xd_model_from_arg, naming the line). Line endings: LF or CRLF (a file
- *    edited on Windows is accepted as it is); a carriage return anywhere else is refused.
+ *    edited on Windows is accepted as it is, and so is a UTF-8 byte order mark at its start, which is
+ *    dropped); a carriage return anywhere else is refused.
  *  - every integer in the text (filters, units, kernel and window sides, strides, padding, input
  *    sizes) is plain decimal digits, 1..XD_MODEL_INT_MAX (padding 0..); no sign, no trailing characters.
  *  - every tensor (the input included) at most XD_MODEL_TENSOR_MAX values per image;

@@ -628,6 +628,7 @@ int xd_model_build(xd_model *m, const char *text, const char *source, xd_err *e)
   memset(m, 0, sizeof *m);
   snprintf(m->source, sizeof m->source, "%s", source);
   parse_ctx pc = {source, 0, e};
+  if (!strncmp(text, "\xef\xbb\xbf", 3)) text += 3; /* a UTF-8 byte order mark (Windows editors write one) */
   size_t tlen = strlen(text);
   if (tlen > XD_MODEL_TEXT_MAX)
     return xd_fail(e, "%s: model description of %zu bytes, larger than the limit of %zu", source, tlen,
@@ -928,6 +929,7 @@ int xd_model_from_arg(xd_model *m, const char *arg, int channels, int height, in
     snprintf(source, sizeof source, "preset %s", arg);
   } else {
     struct stat st;
+    if (!*arg) return xd_fail(e, "--model: an empty name (a preset: %s; or a model file)", xd_model_preset_names());
     if (stat(arg, &st) != 0) {
       if (errno == ENOENT && !strchr(arg, '/') && !strchr(arg, '.'))
         return xd_fail(e, "%s: not a preset (%s) and no such model file", arg, xd_model_preset_names());

@@ -638,6 +638,17 @@ static void test_model_arg(const char *dir, int *ncases) {
     CHECK(m.nlayers == 3 && m.layers[0].out_h == 14 && !strcmp(m.source, p));
     xd_model_free(&m);
   }
+  /* ... and so is one saved by Notepad: a byte order mark, CRLF */
+  write_file(p, "\xef\xbb\xbfinput 1x16x16\r\nflatten\r\ndense 1 sigmoid\r\n");
+  CHECK_MSG(xd_model_from_arg(&m, p, 1, 16, 16, &e) == 0, "BOM file: %s", e.msg);
+  if (!e.msg[0]) {
+    CHECK(m.nlayers == 2 && !strncmp(m.text, "input", 5));
+    xd_model_free(&m);
+  }
+  write_file(p, "input 1x16x16\n\xef\xbb\xbf\nflatten\ndense 1 sigmoid\n"); /* only at the start */
+  snprintf(want, sizeof want, "%s:2: non-ASCII byte 0xef at column 1", p);
+  expect_arg_fail(p, want);
+  expect_arg_fail("", "--model: an empty name");
   /* a bad line in a file names the file and the line */
   write_file(p, "input 1x16x16\nconv 4 3x relu\nflatten\ndense 1 sigmoid\n");
   snprintf(want, sizeof want, "%s:2: conv: bad kernel size '3x'", p);
