@@ -399,10 +399,24 @@ static int config_parse(const char *cfg, const char *file, settings *s) {
   return 0;
 }
 
-/* A value as an option would show it, for messages. */
-static void show(int k, const char *v, char *buf, size_t n) {
-  if (SET[k].t == T_BOOL) snprintf(buf, n, "%s", strcmp(v, "1") ? "off" : "on");
+/* A setting as the command line gave it ("--batch 16", "--no-sync-bn") and as the run had it ("with
+ * --batch 8", "without --no-shuffle"), for messages. */
+static const char *pretty(int k, const char *v, char *buf, size_t n) {
+  if (SET[k].t == T_FLT) snprintf(buf, n, "%.7g", strtod(v, NULL));
+  else if (SET[k].t == T_DBL) snprintf(buf, n, "%.15g", strtod(v, NULL));
   else snprintf(buf, n, "%.300s", v);
+  return buf;
+}
+static void show_given(int k, const char *v, char *buf, size_t n) {
+  char p[320];
+  if (SET[k].t != T_BOOL) snprintf(buf, n, "%s %s", SET[k].opt, pretty(k, v, p, sizeof p));
+  else if (!strcmp(v, "1")) snprintf(buf, n, "%s", SET[k].opt);
+  else snprintf(buf, n, "%s", k == S_SYNC_BN ? "--no-sync-bn" : SET[k].opt);
+}
+static void show_stored(int k, const char *v, char *buf, size_t n) {
+  char p[320];
+  if (SET[k].t != T_BOOL) snprintf(buf, n, "with %s %s", SET[k].opt, pretty(k, v, p, sizeof p));
+  else snprintf(buf, n, "%s %s", strcmp(v, "1") ? "without" : "with", SET[k].opt);
 }
 
 /* Fills the options from complete settings. -1 after a message (usage or stored-file error). */
@@ -595,11 +609,13 @@ int cmd_train(int argc, char **argv) {
     inv.out = outbuf;
   }
 
-  /* the run folder: rank 0 looks (holding the lock already when the folder exists, so that a folder in use
-   * says so first) and decides; everyone learns the plan and the stored settings */
+  /* the run folder: rank 0 looks (holding the lock already when the folder has been a run folder, so that
+   * a folder in use says so first) and decides; everyone learns the plan and the stored settings */
   if (d.rank == 0) {
     struct stat sb;
-    if (stat(inv.out, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    char lockp[2100];
+    snprintf(lockp, sizeof lockp, "%s/.lock", inv.out);
+    if (stat(inv.out, &sb) == 0 && S_ISDIR(sb.st_mode) && xd_file_exists(lockp)) {
       lock_fd = xd_run_lock(inv.out, &e);
       if (lock_fd < 0) {
         fprintf(stderr, "xray-dp train: %s\n", e.msg);
@@ -627,11 +643,11 @@ int cmd_train(int argc, char **argv) {
     for (int k = 0; k < NSET; k++) {
       if (!given->set[k]) continue;
       if (eff->set[k] && strcmp(given->v[k], eff->v[k]) && !SET[k].change) {
-        char a[320], b[320];
-        show(k, given->v[k], a, sizeof a);
-        show(k, eff->v[k], b, sizeof b);
-        fprintf(stderr, "xray-dp train: %s %s: the run in %s was started with %s %s (leave the option out to resume "
-                        "with the run's own settings)\n", SET[k].opt, a, lp, SET[k].opt, b);
+        char a[360], b[360];
+        show_given(k, given->v[k], a, sizeof a);
+        show_stored(k, eff->v[k], b, sizeof b);
+        fprintf(stderr, "xray-dp train: %s: the run in %s was started %s (leave the option out to resume with the "
+                        "run's own settings)\n", a, lp, b);
         status = 1;
         goto out;
       }
@@ -642,8 +658,11 @@ int cmd_train(int argc, char **argv) {
         free(abs);
       }
       if (differs && k != S_MODEL && strlen(notes) + 900 < NOTES_MAX)
-        snprintf(notes + strlen(notes), NOTES_MAX - strlen(notes), "xray-dp: resuming with %s %.300s (the run had "
-                 "%.300s)\n", SET[k].opt, given->v[k], eff->v[k]);
+      {
+        char a[320], b[320];
+        snprintf(notes + strlen(notes), NOTES_MAX - strlen(notes), "xray-dp: resuming with %s %s (the run had %s)\n",
+                 SET[k].opt, pretty(k, given->v[k], a, sizeof a), pretty(k, eff->v[k], b, sizeof b));
+      }
       memcpy(eff->v[k], given->v[k], VAL_MAX);
       eff->set[k] = 1;
     }
