@@ -240,6 +240,7 @@ OUT1=$W/job-short-$JOB1.out
 [ "$(job_field "$JOB1" ExitCode)" = 0:0 ] || fail "job $JOB1 exit code $(job_field "$JOB1" ExitCode)"
 grep -q "2 ranks x 1 threads via" "$OUT1" || fail "job output lacks the launch line"
 grep -q "2 ranks x 1 thread," "$OUT1" || fail "xray-dp did not report 2 ranks x 1 thread"
+grep -q "no $RUN1/last.h5 yet: starting the run" "$OUT1" || fail "the first start did not pass --resume auto"
 [ -f "$RUN1/metrics.csv" ] || fail "no $RUN1/metrics.csv"
 [ "$(epochs_in "$RUN1/metrics.csv")" = "1 2 3" ] || fail "metrics.csv epochs '$(epochs_in "$RUN1/metrics.csv")', want '1 2 3'"
 [ -s "$RUN1/best.h5" ] || fail "no $RUN1/best.h5"
@@ -312,7 +313,7 @@ done
 grep -q "caught USR1, forwarding" "$OUT2" || fail "the batch shell's trap did not forward USR1"
 grep -q "interrupted by a signal" "$OUT2" || fail "xray-dp did not report the interruption"
 grep -q "requeueing job $JOB2" "$OUT2" || fail "the job did not requeue itself"
-grep -q "last.h5 exists: resuming" "$OUT2" || fail "the requeued job did not add --resume"
+grep -q "last.h5 exists: resuming" "$OUT2" || fail "the requeued job did not resume (--resume auto)"
 grep -q "resumed" "$RUN2/train.log" || fail "$RUN2/train.log does not say the run resumed"
 want=$(seq -s ' ' 1 $EPOCHS)
 got=$(epochs_in "$RUN2/metrics.csv")
