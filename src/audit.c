@@ -299,7 +299,7 @@ int xd_audit_run(xd_model *m, xd_dataset *ds, const xd_audit_opts *o, xd_audit_r
     if (xd_dataset_read_path(ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
     rc = xd_fail(e, "image %lld (%s)%s%s: the model gives the probability %g, not a number in [0, 1] (non-finite "
                  "weights or activations)", (long long)i, path, p ? " perturbed by " : "", p ? list[p - 1]->name : "",
-                 (double)prob[k]);
+                 isnan(prob[k]) ? NAN : (double)prob[k]);
   }
   if (rc == 0) {
     xd_binary_metrics mt;

@@ -289,7 +289,7 @@ static int check_probs(const scored_split *s, const char *data, const char *spli
     if (xd_dataset_read_path(s->ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
     cli_ensemble_names(E, names, sizeof names);
     return xd_fail(e, "%s [%s] image %lld (%s): %s gives the probability %g, not a number in [0, 1] (non-finite "
-                   "weights or activations)", data, split, (long long)i, path, names, (double)p);
+                   "weights or activations)", data, split, (long long)i, path, names, isnan(p) ? NAN : (double)p); /* "nan", not "-nan" */
   }
   return 0;
 }

@@ -288,7 +288,7 @@ int cmd_predict(int argc, char **argv) {
     if (rc == 0) rc = xd_infer_ensemble(E.k, E.m, E.ws, 1, px, tta, &p, &e);
     if (rc == 0 && !(p >= 0 && p <= 1))
       rc = xd_fail(&e, "%s: %s gives the probability %g, not a number in [0, 1] (non-finite weights or activations)",
-                   imgs[i], names, (double)p);
+                   imgs[i], names, isnan(p) ? NAN : (double)p);
     if (rc == 0 && gradcam) {
       float p2;
       char out[4096];

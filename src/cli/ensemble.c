@@ -194,7 +194,7 @@ int cli_ensemble_val_threshold(cli_ensemble *E, const char *data_path, int tta, 
     if (xd_dataset_read_path(ds, i, path, sizeof path, &pe)) snprintf(path, sizeof path, "#%lld", (long long)i);
     cli_ensemble_names(E, names, sizeof names);
     rc = xd_fail(e, "%s [val] image %lld (%s): %s gives the probability %g, not a number in [0, 1] (non-finite "
-                 "weights or activations)", data_path, (long long)i, path, names, (double)p[i]);
+                 "weights or activations)", data_path, (long long)i, path, names, isnan(p[i]) ? NAN : (double)p[i]);
   }
   if (rc == 0) {
     *thr = xd_threshold_for_sensitivity(n, p, y, 0.95);
