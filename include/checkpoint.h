@@ -1,7 +1,19 @@
 /* Checkpoints (SPEC section 4): HDF5 files readable by h5py, weights in PyTorch's shapes under
  * /params/<i>/{weight,bias,running_mean,running_var}, optimizer moments under /optim/{m,v}/<i>/...,
  * training state as root attributes. Written to a temporary file, fsynced and renamed: a checkpoint on
- * disk is always the old one or the new one. */
+ * disk is always the old one or the new one.
+ *
+ * Checked (issue 9): a checkpoint (version 2) stores every tensor with HDF5's Fletcher-32 filter and its
+ * metadata (superblock, object headers, attributes, fixed-length strings) in checksummed HDF5 structures
+ * (libver bounds v110..latest), so a flipped bit is refused ("C.h5: checksum mismatch in
+ * /params/3/weight (file corrupted)"). Version 1 checkpoints (before checksums) are still read: their
+ * values are checked like any other and `info` says "none". Every load checks every tensor (present, a
+ * dataset of this file, float, exactly the shape the stored description gives, finite; running variances
+ * and second moments >= 0) and every attribute (type, range: threshold in [0, 1], counters >= 0,
+ * ema_decay in [0, 1), train_prior in (0, 1), class names matching the model's outputs, strings never
+ * truncated); the first problem is refused in one line naming the file and the tensor or attribute:
+ * "best.h5: /params/3/weight holds NaN (layer 4, line 5 of the model)". Saving refuses what loading would:
+ * nothing non-finite is ever written. */
 #ifndef XD_CHECKPOINT_H
 #define XD_CHECKPOINT_H
 #include <stdint.h>
@@ -36,7 +48,11 @@ typedef struct xd_ckpt_meta {
   char config[8192];     /* the whole training configuration (train.c's format; "" = none), root attr "train_config" */
 } xd_ckpt_meta;
 
-/* opt may be NULL (best.h5 holds weights only). */
+/* opt may be NULL (best.h5 holds weights only). The file is built in memory, then written to a temporary
+ * name with checked write(2)s, fsynced and renamed over path. -1 with "PATH: checkpoint not written:
+ * /params/3/weight holds NaN (layer 4, line 5 of the model)" (any value or attribute a load would
+ * refuse), or "PATH: cannot write checkpoint: No space left on device" (the temporary removed, the
+ * previous checkpoint untouched). */
 int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *opt, const xd_train_state *st,
                        const xd_ckpt_meta *meta, xd_err *e);
 
@@ -49,9 +65,16 @@ int xd_checkpoint_load_weights(const char *path, xd_model *m, xd_err *e);
 int xd_checkpoint_load_optim(const char *path, const xd_model *m, xd_optimizer *opt, xd_err *e);
 /* The optimizer a full checkpoint (last.h5) holds state for: its kind and EMA decay (0 = none). */
 int xd_checkpoint_optim_info(const char *path, xd_opt_kind *kind, double *ema_decay, xd_err *e);
+/* 1 if the checkpoint has checksums (version 2), 0 if not (version 1), -1 if it cannot be opened. */
+int xd_checkpoint_checksummed(const char *path, xd_err *e);
+/* Every tensor of the model (weights, batchnorm statistics) and of opt (may be NULL: moments, EMA) finite,
+ * running variances and second moments >= 0: 0, or -1 with "/params/3/weight holds NaN (layer 4, line 5
+ * of the model)" (train's check after each epoch or step names the layer with it). */
+int xd_checkpoint_check_values(const xd_model *m, const xd_optimizer *opt, xd_err *e);
 /* 1 if the file is an xray-dp checkpoint, 0 if not, -1 if unreadable. */
 int xd_checkpoint_probe(const char *path);
-/* Prints a description (for `xray-dp info`). */
+/* Prints a description (for `xray-dp info`) after loading and checking everything in the file, the
+ * optimizer state of a last.h5 included. */
 int xd_checkpoint_describe(const char *path, FILE *f, xd_err *e);
 
 #endif

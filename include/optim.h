@@ -35,11 +35,14 @@ typedef struct xd_optimizer {
   size_t nbuf;
 } xd_optimizer;
 
-/* Starts an EMA at the current weights and buffers (decay in (0, 1)). */
+/* Starts an EMA at the current weights and buffers (decay in (0, 1), else -1; its memory checked
+ * against xd_mem_limit() first). */
 int xd_opt_ema_init(xd_optimizer *o, double decay, const float *params, const float *buffers, size_t nbuf, xd_err *e);
 /* After xd_opt_step: folds the new weights and buffers into the EMA (no-op when off). */
 void xd_opt_ema_step(xd_optimizer *o, const float *params, const float *buffers);
 
+/* Allocates the moments for n parameters (checked against xd_mem_limit() first: "the optimizer state
+ * needs ..., above the memory limit"). */
 int xd_opt_alloc(xd_optimizer *o, const xd_opt_config *c, size_t n, xd_err *e);
 void xd_opt_free(xd_optimizer *o);
 /* One update of params with grads at learning rate lr (the schedule's value for this step). */
@@ -60,6 +63,8 @@ typedef struct xd_schedule {
   double gamma, min_factor;
   int warmup_epochs;
 } xd_schedule;
+/* 0, or -1 for anything else: EVERY a positive int, 0 < GAMMA <= 1, 0 <= MIN_FACTOR <= 1, every number
+ * finite and filling its field ("step:1:nan", "cosine:", "step:2:0.5x" are refused). */
 int xd_schedule_parse(const char *s, xd_schedule *out);
 /* lr for 0-based epoch of `epochs` total */
 float xd_schedule_lr(const xd_schedule *s, float base_lr, int epoch, int epochs);

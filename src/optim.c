@@ -1,5 +1,8 @@
 #include "optim.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,8 @@ int xd_opt_alloc(xd_optimizer *o, const xd_opt_config *c, size_t n, xd_err *e) {
   memset(o, 0, sizeof *o);
   o->c = *c;
   o->n = n;
+  /* both moment arenas, before allocating either */
+  XD_TRY(xd_mem_check(xd_mul_sat(xd_add_sat(xd_mul_sat(n, sizeof(float)), 64), 2), "the optimizer state", e));
   o->m = xd_alloc(n * sizeof(float), "optimizer state", e);
   o->v = o->m ? xd_alloc(n * sizeof(float), "optimizer state", e) : NULL;
   if (!o->v) {
@@ -49,6 +54,8 @@ void xd_opt_free(xd_optimizer *o) {
 }
 
 int xd_opt_ema_init(xd_optimizer *o, double decay, const float *params, const float *buffers, size_t nbuf, xd_err *e) {
+  if (!(decay > 0.0 && decay < 1.0)) return xd_fail(e, "EMA decay %g is not in (0, 1)", decay);
+  XD_TRY(xd_mem_check(xd_add_sat(xd_mul_sat(xd_add_sat(o->n, nbuf), sizeof(float)), 256), "the weight EMA", e));
   o->ema_decay = decay;
   o->nbuf = nbuf;
   o->ema = xd_alloc(o->n * sizeof(float) + 64, "weight EMA", e);
@@ -157,6 +164,17 @@ float xd_schedule_lr_step(const xd_schedule *s, float base_lr, int64_t step, int
   return xd_schedule_lr(s, base_lr, (int)(step / spe), epochs);
 }
 
+/* A number that fills the whole of s (no sign games, nothing left over, finite). */
+static int parse_num(const char *s, double *out) {
+  if (!*s || isspace((unsigned char)*s)) return -1;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno == ERANGE || end == s || *end || !isfinite(v)) return -1;
+  *out = v;
+  return 0;
+}
+
 int xd_schedule_parse(const char *s, xd_schedule *out) {
   memset(out, 0, sizeof *out);
   out->gamma = 1;
@@ -164,19 +182,26 @@ int xd_schedule_parse(const char *s, xd_schedule *out) {
   if (!strncmp(s, "cosine", 6)) {
     out->kind = 2;
     if (s[6] == 0) return 0;
-    char *end;
     if (s[6] != ':') return -1;
-    out->min_factor = strtod(s + 7, &end);
-    return (*end || out->min_factor < 0 || out->min_factor > 1) ? -1 : 0;
+    double f;
+    if (parse_num(s + 7, &f) || f < 0 || f > 1) return -1;
+    out->min_factor = f;
+    return 0;
   }
   if (!strncmp(s, "step:", 5)) {
     out->kind = 1;
+    const char *p = s + 5;
+    if (!isdigit((unsigned char)*p)) return -1;
     char *end;
-    long every = strtol(s + 5, &end, 10);
-    if (*end != ':' || every <= 0) return -1;
+    errno = 0;
+    long every = strtol(p, &end, 10);
+    if (errno || *end != ':' || every <= 0 || every > INT_MAX) return -1;
     out->every = (int)every;
-    out->gamma = strtod(end + 1, &end);
-    return (*end || out->gamma <= 0) ? -1 : 0;
+    double g;
+    /* a decay: 0 < GAMMA <= 1 (a growing lr ends in overflow, and NaN never is a factor) */
+    if (parse_num(end + 1, &g) || !(g > 0 && g <= 1)) return -1;
+    out->gamma = g;
+    return 0;
   }
   return -1;
 }
