@@ -17,12 +17,21 @@ typedef struct xd_dataset_info {
   int nclasses;
   char class_names[XD_MAX_CLASSES][XD_CLASS_NAME_MAX];
   char source[512];
+  int checksummed;     /* images and labels are stored with HDF5's Fletcher-32 filter */
 } xd_dataset_info;
 
 /* Opens `split` ("train", "val", "test") of the file and validates it against the format: root attributes,
  * dataset presence, dtype (uint8), rank and shape ([N,H,W] images, [N] labels, N equal), and every label
  * < nclasses. Errors name the file and what is wrong, e.g. "d.h5: /train/labels has 10 rows but
- * /train/images has 12". */
+ * /train/images has 12". Files from outside are not trusted (issue 9): a FIFO, directory or device is
+ * refused before anything opens it; every object must be a hard link of this file (no soft or external
+ * links, no external raw data, no virtual datasets); every dataset must store what its dataspace
+ * declares ("d.h5: /train/images declares 10000000000 rows but stores 0 of its 10000000000 chunks"),
+ * so a small file declaring a huge split is refused at once; chunk sizes, the labels held in memory and
+ * the read buffer are checked against xd_mem_limit() before anything is allocated; strings are never
+ * truncated (a class name over 63 bytes is refused). A checksum failure (Fletcher-32 on the data, or
+ * checksummed HDF5 metadata) reads "d.h5: checksum mismatch in /train/labels (file corrupted)", here or
+ * in the readers below. */
 int xd_dataset_open(xd_dataset **out, const char *path, const char *split, xd_err *e);
 void xd_dataset_close(xd_dataset *d);
 const xd_dataset_info *xd_dataset_get_info(const xd_dataset *d);

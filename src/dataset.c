@@ -1,5 +1,6 @@
 #include "dataset.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,56 +34,103 @@ void xd_dataset_close(xd_dataset *d) {
 
 const xd_dataset_info *xd_dataset_get_info(const xd_dataset *d) { return &d->info; }
 
+/* The failure of an HDF5 call on obj: a checksum mismatch, or `what`. */
+static int h5_fail(const xd_dataset *d, const char *obj, const char *what, xd_err *e) {
+  if (xd_h5_seen_checksum()) return xd_fail(e, "%s: checksum mismatch in %s (file corrupted)", d->path, obj);
+  return xd_fail(e, "%s: %s %s (file corrupt?)", d->path, what, obj);
+}
+
 static int read_root(xd_dataset *d, xd_err *e) {
   const char *p = d->path;
   char fmt[64];
   int version = 0;
   xd_dataset_info *in = &d->info;
-  if (xd_h5_attr_read_str(d->file, "format", fmt, sizeof fmt) != 0)
+  xd_h5_seen_reset();
+  if (xd_h5_attr_read_str(d->file, "format", fmt, sizeof fmt) != 0) {
+    if (xd_h5_seen_checksum()) return h5_fail(d, "the root group", "cannot read", e);
     return xd_fail(e, "%s: not an xray-dp dataset (no root attribute 'format')", p);
+  }
   if (strcmp(fmt, "xray-dp-dataset") != 0)
     return xd_fail(e, "%s: not an xray-dp dataset (format is '%s')", p, fmt);
   if (xd_h5_attr_read_int(d->file, "version", &version) != 0)
-    return xd_fail(e, "%s: missing or invalid root attribute 'version'", p);
+    return xd_h5_seen_checksum() ? h5_fail(d, "attribute 'version'", "cannot read", e)
+                                 : xd_fail(e, "%s: missing or invalid root attribute 'version'", p);
   if (version != 1) return xd_fail(e, "%s: unsupported dataset version %d (this build reads 1)", p, version);
-  if (xd_h5_attr_read_strs(d->file, "class_names", &in->class_names[0][0], XD_MAX_CLASSES, XD_CLASS_NAME_MAX,
-                           &in->nclasses) != 0)
+  int rc = xd_h5_attr_read_strs(d->file, "class_names", &in->class_names[0][0], XD_MAX_CLASSES, XD_CLASS_NAME_MAX,
+                                &in->nclasses);
+  if (rc != 0) {
+    if (xd_h5_seen_checksum()) return h5_fail(d, "attribute 'class_names'", "cannot read", e);
+    if (rc == -2)
+      return xd_fail(e, "%s: 'class_names' has a name longer than %d bytes (or not a plain string)", p,
+                     XD_CLASS_NAME_MAX - 1);
     return in->nclasses < 0
                ? xd_fail(e, "%s: more than %d classes in 'class_names'", p, XD_MAX_CLASSES)
                : xd_fail(e, "%s: missing or invalid root attribute 'class_names' (array of strings)", p);
+  }
   if (in->nclasses < 1) return xd_fail(e, "%s: 'class_names' is empty", p);
+  for (int c = 0; c < in->nclasses; c++)
+    if (!in->class_names[c][0]) return xd_fail(e, "%s: 'class_names' has an empty name (class %d)", p, c);
   if (xd_h5_attr_read_int(d->file, "height", &in->height) != 0 ||
       xd_h5_attr_read_int(d->file, "width", &in->width) != 0 ||
       xd_h5_attr_read_int(d->file, "channels", &in->channels) != 0)
-    return xd_fail(e, "%s: missing or invalid root attribute 'height', 'width' or 'channels'", p);
+    return xd_h5_seen_checksum() ? h5_fail(d, "the root group's attributes", "cannot read", e)
+                                 : xd_fail(e, "%s: missing or invalid root attribute 'height', 'width' or 'channels'", p);
   if (in->height <= 0 || in->width <= 0 || in->channels != 1)
     return xd_fail(e, "%s: invalid image geometry %dx%d with %d channels (need channels=1)", p, in->height,
                    in->width, in->channels);
-  if (xd_h5_attr_read_str(d->file, "source", in->source, sizeof in->source) != 0) in->source[0] = '\0';
+  rc = xd_h5_attr_read_str(d->file, "source", in->source, sizeof in->source);
+  if (rc != 0 && xd_h5_seen_checksum()) return h5_fail(d, "attribute 'source'", "cannot read", e);
+  if (rc == -2) return xd_fail(e, "%s: attribute 'source' is longer than %zu bytes", p, sizeof in->source - 1);
+  if (rc != 0) in->source[0] = '\0';
   return 0;
 }
 
-/* Opens /split/name and checks that it is an unsigned 8-bit integer dataset of the given rank;
- * dims receives its shape. */
-static hid_t open_u8(xd_dataset *d, const char *name, int rank, hsize_t *dims, xd_err *e) {
+/* Opens /split/name: a hard link to a dataset of this file, of the given rank (dims receives its
+ * shape) and type class; elem_size > 0 also demands that size (uint8: 1), and an unsigned integer. Its
+ * storage must hold everything its dataspace declares (xd_h5_check_storage). */
+static hid_t open_checked(xd_dataset *d, const char *name, int rank, hsize_t *dims, xd_err *e) {
   char full[64];
   snprintf(full, sizeof full, "/%s/%s", d->split, name);
-  if (H5Lexists(d->file, full, H5P_DEFAULT) <= 0) return xd_fail(e, "%s: missing dataset %s", d->path, full);
+  xd_h5_seen_reset();
+  int found = xd_h5_find(d->file, full);
+  if (found == 0) return xd_fail(e, "%s: missing dataset %s", d->path, full);
+  if (found == -2) return xd_fail(e, "%s: %s is a soft or external link (refused: a dataset file holds its own data)", d->path, full);
+  if (found < 0) return h5_fail(d, full, "cannot find", e);
+  int kind = xd_h5_kind(d->file, full);
+  if (kind < 0) return h5_fail(d, full, "cannot open", e);
+  if (kind != H5I_DATASET) return xd_fail(e, "%s: %s is not a dataset", d->path, full);
   hid_t ds = H5Dopen2(d->file, full, H5P_DEFAULT);
-  if (ds < 0) return xd_fail(e, "%s: %s is not a dataset", d->path, full);
-  hid_t t = H5Dget_type(ds), s = H5Dget_space(ds);
-  int ok_type = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 && H5Tget_sign(t) == H5T_SGN_NONE;
+  if (ds < 0) return h5_fail(d, full, "cannot open", e);
+  hid_t s = H5Dget_space(ds);
   int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
   if (r == rank) H5Sget_simple_extent_dims(s, dims, NULL);
-  if (t >= 0) H5Tclose(t);
   if (s >= 0) H5Sclose(s);
-  if (!ok_type) {
+  if (r < 0) {
     H5Dclose(ds);
-    return xd_fail(e, "%s: %s has the wrong dtype (need uint8)", d->path, full);
+    return h5_fail(d, full, "cannot read the shape of", e);
   }
   if (r != rank) {
     H5Dclose(ds);
     return xd_fail(e, "%s: %s has rank %d (need %d)", d->path, full, r, rank);
+  }
+  return ds;
+}
+
+static hid_t open_u8(xd_dataset *d, const char *name, int rank, hsize_t *dims, xd_err *e) {
+  hid_t ds = open_checked(d, name, rank, dims, e);
+  if (ds < 0) return -1;
+  char full[64], why[256];
+  snprintf(full, sizeof full, "/%s/%s", d->split, name);
+  hid_t t = H5Dget_type(ds);
+  int ok_type = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 && H5Tget_sign(t) == H5T_SGN_NONE;
+  if (t >= 0) H5Tclose(t);
+  if (!ok_type) {
+    H5Dclose(ds);
+    return xd_fail(e, "%s: %s has the wrong dtype (need uint8)", d->path, full);
+  }
+  if (xd_h5_check_storage(ds, 1, why, sizeof why) != 0) {
+    H5Dclose(ds);
+    return xd_fail(e, "%s: %s %s", d->path, full, why);
   }
   return ds;
 }
@@ -92,7 +140,10 @@ static int open_split(xd_dataset *d, xd_err *e) {
   xd_dataset_info *in = &d->info;
   char grp[32];
   snprintf(grp, sizeof grp, "/%s", sp);
-  if (H5Lexists(d->file, grp, H5P_DEFAULT) <= 0) {
+  xd_h5_seen_reset();
+  int found = xd_h5_find(d->file, grp);
+  if (found == -1) return h5_fail(d, grp, "cannot find", e);
+  if (found == 0) {
     char have[64] = "";
     static const char *const all[3] = {"train", "val", "test"};
     for (int i = 0; i < 3; i++) {
@@ -103,6 +154,10 @@ static int open_split(xd_dataset *d, xd_err *e) {
     }
     return xd_fail(e, "%s: no split '%s' in the file (it has: %s)", p, sp, have[0] ? have : "none");
   }
+  if (found == -2) return xd_fail(e, "%s: %s is a soft or external link (refused)", p, grp);
+  int kind = xd_h5_kind(d->file, grp);
+  if (kind < 0) return h5_fail(d, grp, "cannot open", e);
+  if (kind != H5I_GROUP) return xd_fail(e, "%s: %s is not a group", p, grp);
   hsize_t idims[3] = {0, 0, 0}, ldims[1] = {0}, pdims[1] = {0};
   d->images = open_u8(d, "images", 3, idims, e);
   if (d->images < 0) return -1;
@@ -110,41 +165,61 @@ static int open_split(xd_dataset *d, xd_err *e) {
     return xd_fail(e, "%s: /%s/images has shape [%llu,%llu,%llu] but the root attributes say %dx%d", p, sp,
                    (unsigned long long)idims[0], (unsigned long long)idims[1], (unsigned long long)idims[2],
                    in->height, in->width);
+  if (idims[0] > (hsize_t)INT64_MAX / 2)
+    return xd_fail(e, "%s: /%s/images declares %llu images", p, sp, (unsigned long long)idims[0]);
   hid_t lab = open_u8(d, "labels", 1, ldims, e);
   if (lab < 0) return -1;
+  in->checksummed = xd_h5_has_fletcher32(d->images) == 1 && xd_h5_has_fletcher32(lab) == 1;
   in->n = (int64_t)idims[0];
   if (ldims[0] != idims[0]) {
     H5Dclose(lab);
     return xd_fail(e, "%s: /%s/labels has %llu rows but /%s/images has %llu", p, sp,
                    (unsigned long long)ldims[0], sp, (unsigned long long)idims[0]);
   }
+  /* every label is held in memory: checked against the budget before allocating */
+  char what[4200];
+  snprintf(what, sizeof what, "%s: /%s/labels (%lld labels)", p, sp, (long long)in->n);
+  if (xd_mem_check(xd_add_sat((uint64_t)in->n, 1), what, e) != 0) {
+    H5Dclose(lab);
+    return -1;
+  }
   d->labels = malloc((size_t)in->n + 1);
-  herr_t rc = d->labels ? H5Dread(lab, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, d->labels) : -1;
+  if (!d->labels) {
+    H5Dclose(lab);
+    return xd_fail(e, "%s: out of memory for /%s/labels (%lld labels)", p, sp, (long long)in->n);
+  }
+  xd_h5_seen_reset();
+  herr_t rc = in->n ? H5Dread(lab, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, d->labels) : 0;
   H5Dclose(lab);
-  if (rc < 0) return xd_fail(e, "%s: cannot read /%s/labels", p, sp);
+  if (rc < 0) {
+    snprintf(what, sizeof what, "/%s/labels", sp);
+    return h5_fail(d, what, "cannot read", e);
+  }
   for (int64_t i = 0; i < in->n; i++)
     if (d->labels[i] >= in->nclasses)
       return xd_fail(e, "%s: /%s/labels[%lld] = %d is out of range (%d classes)", p, sp, (long long)i,
                      d->labels[i], in->nclasses);
-  char full[64];
+  char full[64], why[256];
   snprintf(full, sizeof full, "/%s/paths", sp);
-  if (H5Lexists(d->file, full, H5P_DEFAULT) <= 0) return xd_fail(e, "%s: missing dataset %s", p, full);
-  d->paths = H5Dopen2(d->file, full, H5P_DEFAULT);
-  if (d->paths < 0) return xd_fail(e, "%s: %s is not a dataset", p, full);
-  hid_t t = H5Dget_type(d->paths), s = H5Dget_space(d->paths);
-  int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && s >= 0 &&
-           H5Sget_simple_extent_ndims(s) == 1;
-  if (ok) H5Sget_simple_extent_dims(s, pdims, NULL);
+  d->paths = open_checked(d, "paths", 1, pdims, e);
+  if (d->paths < 0) return -1;
+  hid_t t = H5Dget_type(d->paths);
+  int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0;
+  size_t ref_size = t >= 0 ? H5Tget_size(t) : 0; /* a variable-length string's reference in the file */
   if (t >= 0) H5Tclose(t);
-  if (s >= 0) H5Sclose(s);
   if (!ok) return xd_fail(e, "%s: %s must be a 1-D array of variable-length strings", p, full);
   if (pdims[0] != idims[0])
     return xd_fail(e, "%s: %s has %llu rows but /%s/images has %llu", p, full, (unsigned long long)pdims[0], sp,
                    (unsigned long long)idims[0]);
+  /* the references to the strings must all be stored */
+  if (xd_h5_check_storage(d->paths, ref_size ? ref_size : 16, why, sizeof why) != 0) return xd_fail(e, "%s: %s %s", p, full, why);
   d->str_type = H5Tcopy(H5T_C_S1);
   if (d->str_type < 0 || H5Tset_size(d->str_type, H5T_VARIABLE) < 0)
     return xd_fail_at(e, __FILE__, __LINE__, "%s: HDF5 string type", p);
-  d->scratch = xd_alloc((size_t)XD_F32_BLOCK * (size_t)in->height * (size_t)in->width, "read buffer", e);
+  uint64_t block = xd_mul_sat(xd_mul_sat(XD_F32_BLOCK, (uint64_t)in->height), (uint64_t)in->width);
+  snprintf(what, sizeof what, "%s: the read buffer for %dx%d images", p, in->height, in->width);
+  if (xd_mem_check(block, what, e) != 0) return -1;
+  d->scratch = xd_alloc((size_t)block, "read buffer", e);
   return d->scratch ? 0 : -1;
 }
 
@@ -177,11 +252,20 @@ int xd_dataset_splits(const char *path, char names[3][8], xd_err *e) {
   hid_t f = xd_h5_open_read(path, e);
   if (f < 0) return -1;
   xd_h5_quiet q = xd_h5_quiet_begin();
-  int n = 0;
-  for (int i = 0; i < 3; i++)
-    if (H5Lexists(f, split_names[i], H5P_DEFAULT) > 0) snprintf(names[n++], 8, "%s", split_names[i]);
+  xd_h5_seen_reset();
+  int n = 0, bad = 0;
+  for (int i = 0; i < 3 && !bad; i++) {
+    htri_t ex = H5Lexists(f, split_names[i], H5P_DEFAULT);
+    if (ex < 0) bad = 1;
+    else if (ex > 0) snprintf(names[n++], 8, "%s", split_names[i]);
+  }
+  int checksum = xd_h5_seen_checksum();
   H5Fclose(f);
   xd_h5_quiet_end(q);
+  if (bad) {
+    if (checksum) return xd_fail(e, "%s: checksum mismatch in the root group (file corrupted)", path);
+    return xd_fail(e, "%s: cannot read the root group (file corrupt?)", path);
+  }
   return n;
 }
 
@@ -189,10 +273,16 @@ int xd_dataset_has_split(const char *path, const char *split, xd_err *e) {
   hid_t f = xd_h5_open_read(path, e);
   if (f < 0) return -1;
   xd_h5_quiet q = xd_h5_quiet_begin();
-  int has = strchr(split, '/') == NULL && H5Lexists(f, split, H5P_DEFAULT) > 0;
+  xd_h5_seen_reset();
+  htri_t ex = strchr(split, '/') == NULL && split[0] ? H5Lexists(f, split, H5P_DEFAULT) : 0;
+  int checksum = xd_h5_seen_checksum();
   H5Fclose(f);
   xd_h5_quiet_end(q);
-  return has;
+  if (ex < 0) {
+    if (checksum) return xd_fail(e, "%s: checksum mismatch in the root group (file corrupted)", path);
+    return xd_fail(e, "%s: cannot read the root group (file corrupt?)", path);
+  }
+  return ex > 0;
 }
 
 static int check_range(const xd_dataset *d, int64_t a, int64_t b, xd_err *e) {
@@ -209,13 +299,18 @@ int xd_dataset_read_u8(xd_dataset *d, int64_t a, int64_t b, uint8_t *images, uin
   hsize_t start[3] = {(hsize_t)a, 0, 0}, count[3] = {(hsize_t)(b - a), (hsize_t)d->info.height,
                                                      (hsize_t)d->info.width};
   xd_h5_quiet q = xd_h5_quiet_begin();
+  xd_h5_seen_reset();
   hid_t fs = H5Dget_space(d->images), ms = H5Screate_simple(3, count, NULL);
   herr_t rc = -1;
   if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
     rc = H5Dread(d->images, H5T_NATIVE_UCHAR, ms, fs, H5P_DEFAULT, images);
+  int checksum = xd_h5_seen_checksum();
   if (ms >= 0) H5Sclose(ms);
   if (fs >= 0) H5Sclose(fs);
   xd_h5_quiet_end(q);
+  if (rc < 0 && checksum)
+    return xd_fail(e, "%s: checksum mismatch in /%s/images (file corrupted; images %lld to %lld)", d->path, d->split,
+                   (long long)a, (long long)b - 1);
   if (rc < 0)
     return xd_fail(e, "%s: cannot read /%s/images [%lld, %lld) (file corrupt?)", d->path, d->split, (long long)a,
                    (long long)b);
@@ -244,14 +339,18 @@ int xd_dataset_read_path(xd_dataset *d, int64_t i, char *buf, size_t n, xd_err *
   hsize_t start[1] = {(hsize_t)i}, count[1] = {1};
   char *s = NULL;
   xd_h5_quiet q = xd_h5_quiet_begin();
+  xd_h5_seen_reset();
   hid_t fs = H5Dget_space(d->paths), ms = H5Screate_simple(1, count, NULL);
   herr_t rc = -1;
   if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
     rc = H5Dread(d->paths, d->str_type, ms, fs, H5P_DEFAULT, &s);
+  int checksum = xd_h5_seen_checksum();
   if (ms >= 0) H5Sclose(ms);
   if (fs >= 0) H5Sclose(fs);
   xd_h5_quiet_end(q);
-  if (rc < 0) return xd_fail(e, "%s: cannot read /%s/paths[%lld]", d->path, d->split, (long long)i);
+  if (rc < 0 && checksum)
+    return xd_fail(e, "%s: checksum mismatch in /%s/paths (file corrupted; path %lld)", d->path, d->split, (long long)i);
+  if (rc < 0) return xd_fail(e, "%s: cannot read /%s/paths[%lld] (file corrupt?)", d->path, d->split, (long long)i);
   if (n) snprintf(buf, n, "%s", s ? s : "");
   H5free_memory(s);
   return 0;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Hostile dataset files through `xray-dp info` (issue 9, items 3 and 4 for readers): every crafted file of
+# tests/test_rel_dataset.c --make (10^10 images declared in a few KB, missing chunks, counts that disagree,
+# labels out of range, geometry attributes vs the images, overlong class names, links and external raw
+# data on a FIFO, a flipped byte under Fletcher-32, ...) exits 1 with one line naming the file and the
+# problem and nothing on stdout, in well under a second; FIFO/directory/device paths are refused at once;
+# --mem-limit refuses labels and chunks above it; --verify reads every image and reports a checksum
+# mismatch; a packed dataset still reads.
+# Usage: bash tests/test_rel_dataset_cli.sh XRAYDP_BINARY SOURCE_DIR WORK_DIR  (the crafting helper
+# test_rel_dataset is built next to CKPT_DIFF's ckpt_diff)
+set -u
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+SRC=$2
+W=$3
+rm -rf "$W" && mkdir -p "$W" || exit 1
+. "$SRC/tests/lib.sh"
+TOOLS=$(dirname "${CKPT_DIFF:-$(dirname "$BIN")/ckpt_diff}")
+MAKE=$TOOLS/test_rel_dataset
+[ -x "$MAKE" ] || { echo "FAIL: $MAKE is missing (built with the tests)" >&2; exit 1; }
+D=$W/d
+mkdir -p "$D"
+"$MAKE" --make "$D" || { echo "FAIL: test_rel_dataset --make" >&2; exit 1; }
+
+ms() { date +%s%N | cut -c1-13; }
+n=0
+while IFS=$'\t' read -r name words; do
+  n=$((n + 1))
+  t0=$(ms)
+  fails_with 1 "$name" "info $name" -- timeout 30 "$BIN" info "$D/$name"
+  dt=$(($(ms) - t0))
+  grep -qF -- "$words" "$W/err.txt" && ok || bad "info $name: expected '$words', got: $(cat "$W/err.txt")"
+  [ "$dt" -lt 1000 ] && ok || bad "info $name took $dt ms"
+done < "$D/bad.tsv"
+[ "$n" -ge 19 ] && ok || bad "only $n crafted dataset files"
+size=$(stat -c %s "$D/bad_images_1e10_contiguous.h5")
+[ "$size" -lt 16384 ] && ok || bad "the 10^10-image file is $size bytes"
+echo "info refused $n crafted dataset files (the 10^10-image one is $size bytes)"
+
+# not regular files
+mkfifo "$W/fifo.h5"
+fails_with 1 "not a regular file (a FIFO)" "info on a FIFO" -- timeout 10 "$BIN" info "$W/fifo.h5"
+fails_with 1 "not a regular file (a directory)" "info on a directory" -- "$BIN" info "$D"
+fails_with 1 "not a regular file (a character device)" "info on /dev/null" -- timeout 10 "$BIN" info /dev/null
+
+# the memory budget
+fails_with 1 "big_labels.h5: /train/labels (2000000 labels) needs" "info --mem-limit 1M, 2M labels" -- \
+  "$BIN" info "$D/big_labels.h5" --mem-limit 1M
+grep -q "above the memory limit of 1.0 MiB (--mem-limit)" "$W/err.txt" && ok || bad "no memory limit in: $(cat "$W/err.txt")"
+fails_with 1 "big_chunks.h5: /train/images has chunks of 1310720 bytes" "info --mem-limit 1M, big chunks" -- \
+  "$BIN" info "$D/big_chunks.h5" --mem-limit 1M
+fails_with 2 "--mem-limit" "info --mem-limit 12Q" -- "$BIN" info "$D/fletcher.h5" --mem-limit 12Q
+
+# checksums: info reports them, --verify reads every image
+run "$BIN" info "$D/fletcher.h5" --verify
+[ "$(rc)" -eq 0 ] && grep -q "checksums: Fletcher-32 on images and labels (all verified)" "$W/out.txt" && ok ||
+  bad "info --verify fletcher.h5: exit $(rc): $(cat "$W/out.txt" "$W/err.txt")"
+run "$BIN" info "$D/flip_images.h5"
+[ "$(rc)" -eq 0 ] && ok || bad "info without --verify reads no image, yet: $(cat "$W/err.txt")"
+fails_with 1 "flip_images.h5: checksum mismatch in /train/images (file corrupted" "info --verify, flipped image byte" -- \
+  "$BIN" info "$D/flip_images.h5" --verify
+
+# a packed dataset still reads, with and without --verify
+S=$W/src
+mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
+for i in 1 2 3 4; do
+  pgm "$S/NORMAL/n$i.pgm" $((18 + i)) $((20 + i)) "$i" 0
+  pgm "$S/PNEUMONIA/p$i.pgm" $((24 - i)) $((17 + i)) $((50 + i)) 60
+done
+"$BIN" pack "$S" "$W/p.h5" --size 16 > /dev/null 2> "$W/pack.err" || bad "pack: $(cat "$W/pack.err")"
+run "$BIN" info "$W/p.h5" --verify
+[ "$(rc)" -eq 0 ] && grep -q "^train" "$W/out.txt" && ok || bad "info --verify on a packed file: $(cat "$W/err.txt")"
+finish rel_dataset_cli
