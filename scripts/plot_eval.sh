@@ -18,7 +18,9 @@
 #              one row per bin, both means empty for an empty bin. The title's ECE and Brier come from
 #              eval.json ("ece", "brier") when it has them.
 # Needs gnuplot (Debian: gnuplot-nox). Fails with one line naming the file when an input is missing or
-# malformed.
+# malformed, or when OUT_DIR cannot take the PNGs (a full disk, a read-only folder: the reason is in the
+# line); the PNGs are written all or nothing (a staging folder in OUT_DIR, flushed, then renamed), so a
+# failure leaves OUT_DIR's earlier PNGs as they were.
 set -euo pipefail
 
 me=$(basename "$0")
@@ -38,7 +40,8 @@ for f in "$json" "$roc" ${rel:+"$rel"}; do
   [ -r "$f" ] || die "$f: not readable"
 done
 command -v gnuplot > /dev/null || die "gnuplot not found (Debian: apt-get install gnuplot-nox)"
-mkdir -p "$out" 2> /dev/null || die "$out: cannot create the output directory"
+err=$(mkdir -p "$out" 2>&1) || die "$out: cannot create the output directory: ${err##*: }"
+[ -w "$out" ] || die "$out: cannot write to the output directory"
 
 # ---- eval.json: a flat object, so a regular expression per key is enough ----
 j=$(tr -d '\n\r' < "$json")
@@ -65,7 +68,8 @@ pos=${names#*,}
 [ -n "$neg" ] && [ -n "$pos" ] && [ "$neg" != "$names" ] || die "class names \"$names\" are not NEG,POS"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+stage=
+trap 'rm -rf "$tmp" ${stage:+"$stage"}' EXIT
 
 # ---- roc.tsv ----
 if ! awk -F'\t' -v file="$roc" -v data="$tmp/roc" '
@@ -247,11 +251,21 @@ EOF
   run_gnuplot "$tmp/rel.gp" "$rel"
 fi
 
-mv "$tmp/roc.png" "$out/roc.png"
-mv "$tmp/confusion.png" "$out/confusion.png"
-echo "$out/roc.png"
-echo "$out/confusion.png"
-if [ -n "$rel" ]; then
-  mv "$tmp/reliability.png" "$out/reliability.png"
-  echo "$out/reliability.png"
-fi
+# ---- into OUT_DIR, all or nothing: each PNG must be whole (gnuplot does not always report a failed
+# write), is copied into a staging folder inside OUT_DIR (a full disk fails here, naming the file and the
+# reason), flushed, and only then renamed into place; a failure leaves OUT_DIR's old files as they were ----
+pngs=(roc.png confusion.png)
+[ -n "$rel" ] && pngs+=(reliability.png)
+for p in "${pngs[@]}"; do
+  [ "$(tail -c 8 "$tmp/$p" 2> /dev/null | od -An -tx1 | tr -d ' \n')" = "49454e44ae426082" ] ||
+    die "$out/$p: gnuplot wrote an incomplete PNG (disk full at $tmp?)"
+done
+stage=$(mktemp -d "$out/.plot_eval.XXXXXX" 2> /dev/null) || die "$out: cannot create a staging folder there (read-only or full?)"
+for p in "${pngs[@]}"; do
+  err=$(cp "$tmp/$p" "$stage/$p" 2>&1) || die "$out/$p: cannot write: ${err##*: }"
+done
+err=$(sync "${pngs[@]/#/$stage/}" 2>&1) || die "$out: cannot flush the PNGs: ${err##*: }"
+for p in "${pngs[@]}"; do
+  mv -f "$stage/$p" "$out/$p" || die "$out/$p: cannot rename into place"
+done
+for p in "${pngs[@]}"; do echo "$out/$p"; done

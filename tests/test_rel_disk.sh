@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 9, item 2: full disks, file size limits and read-only folders for every command that writes
 # (train's checkpoints and metrics.csv are tests/test_rel_train's): synth, pack, eval --roc / --scores /
-# --reliability / --json (stdout), predict --gradcam / stdout / --json, audit stdout. Each output goes to
+# --reliability / --json (stdout), predict --gradcam / stdout / --json, audit stdout, and
+# scripts/plot_eval.sh's PNGs. Each output goes to
 # a small tmpfs (mount -t tmpfs -o size=...) that fills at several different points (during creation,
 # the first split, the last close; the first, second or third PNG; the first or a later page of a text
 # file; an already full disk). Every case asserts: exit 1 (not a signal), exactly one stderr line holding
@@ -173,6 +174,23 @@ for j in "" --json; do
   [ "$(rc)" -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "stdout ($M/a.out): cannot write: No space left on device" err.txt \
     && ok || bad "audit $j > full disk: exit $(rc): $(cat err.txt)"
 done
+
+# ---- scripts/plot_eval.sh: the three PNGs (~180 KB) all or nothing ----
+if command -v gnuplot > /dev/null; then
+  mkdir -p ev
+  "${E[@]}" --json --roc ev/roc.tsv --reliability ev/reliability.csv > ev/eval.json 2> /dev/null || bad "eval for plot_eval"
+  for size in 40k 100k 150k; do
+    fresh $size
+    mkdir -p "$M/out" && echo "old png" > "$M/out/roc.png"
+    run bash "$SRC/scripts/plot_eval.sh" ev "$M/out"
+    [ "$(rc)" -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "$M/out/.*No space left on device" err.txt && ok \
+      || bad "plot_eval.sh on a $size disk: exit $(rc): $(cat err.txt)"
+    [ "$(cat "$M/out/roc.png")" = "old png" ] && [ "$(ls -A "$M/out")" = roc.png ] && ok \
+      || bad "plot_eval.sh on a $size disk left: $(ls -A "$M/out")"
+  done
+else
+  bad "gnuplot is needed for the plot_eval.sh case (scripts/deps.sh --test installs it)"
+fi
 
 # ---- ulimit -f: "File too large", never SIGXFSZ ----
 mkdir -p lim
