@@ -19,6 +19,10 @@
  * headers, not in the unchecksummed global heap). A version 2 file missing any of these is refused. */
 #define CKPT_VERSION 2
 #define CKPT_MODEL_MAX ((size_t)1 << 20) /* model descriptions are at most 1 MiB (xd_model_from_arg) */
+/* An attribute over ~64 KiB cannot live in its object header: HDF5 keeps it in a heap whose big objects
+ * have no checksum. A model description longer than this is also written to /model_text (uint8, with
+ * Fletcher-32), and a load demands that the attribute equals that checksummed copy. */
+#define CKPT_INLINE_MAX 60000
 
 /* ---- the tensors of a model, in PyTorch's layout ---- */
 
@@ -171,11 +175,12 @@ static int mk_group(writer *w, const char *path) {
   return 0;
 }
 
-static int write_tensor(writer *w, const char *path, const tensor_desc *t, const float *data) {
+static int write_data(writer *w, const char *path, const tensor_desc *t, hid_t ftype, hid_t mtype, size_t esize,
+                      const void *data) {
   hsize_t chunk[4];
   for (int i = 0; i < t->rank; i++) chunk[i] = t->dims[i];
   /* one chunk = the whole tensor (HDF5 chunks stay below 4 GiB: split the rows of a bigger one) */
-  uint64_t row = sizeof(float);
+  uint64_t row = esize;
   for (int i = 1; i < t->rank; i++) row *= t->dims[i];
   uint64_t rows_max = ((uint64_t)1 << 30) / (row ? row : 1);
   if (chunk[0] > rows_max) chunk[0] = rows_max ? rows_max : 1;
@@ -183,12 +188,18 @@ static int write_tensor(writer *w, const char *path, const tensor_desc *t, const
   hid_t dcpl = plist(H5P_DATASET_CREATE), sp = H5Screate_simple(t->rank, t->dims, NULL), d = -1;
   if (dcpl >= 0 && sp >= 0 && H5Pset_chunk(dcpl, t->rank, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0 &&
       H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
-    d = H5Dcreate2(w->f, path, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  if (d >= 0) ok = H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    d = H5Dcreate2(w->f, path, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (d >= 0) ok = H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
   if (d >= 0 && H5Dclose(d) < 0) ok = 0;
   if (sp >= 0) H5Sclose(sp);
   if (dcpl >= 0) H5Pclose(dcpl);
   return ok ? 0 : w_fail(w, path);
+}
+static int write_tensor(writer *w, const char *path, const tensor_desc *t, const float *data) {
+  return write_data(w, path, t, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, sizeof(float), data);
+}
+static int write_bytes(writer *w, const char *path, const tensor_desc *t, const char *data) {
+  return write_data(w, path, t, H5T_STD_U8LE, H5T_NATIVE_UCHAR, 1, data);
 }
 
 static int w_attr(writer *w, hid_t loc, const char *name, hid_t mtype, hid_t ftype, const void *v) {
@@ -239,6 +250,11 @@ static int write_all(writer *w, const xd_model *m, const xd_optimizer *opt, cons
   XD_TRY(w_str(w, f, "format", CKPT_FORMAT));
   XD_TRY(w_i64(w, f, "version", CKPT_VERSION));
   XD_TRY(w_str(w, f, "model", m->text));
+  size_t tl = strlen(m->text);
+  if (tl + 1 > CKPT_INLINE_MAX) {
+    tensor_desc t = {"model_text", 1, {(hsize_t)tl}, 0, tl, 0, 0};
+    XD_TRY(write_bytes(w, "/model_text", &t, m->text));
+  }
   XD_TRY(w_i64(w, f, "channels", m->in_c));
   XD_TRY(w_i64(w, f, "height", m->in_h));
   XD_TRY(w_i64(w, f, "width", m->in_w));
@@ -688,6 +704,44 @@ static int read_meta(reader *r, const xd_model *m, xd_ckpt_meta *meta) {
   return 0;
 }
 
+/* A long description (over CKPT_INLINE_MAX) must equal its checksummed copy /model_text (version 2). */
+static int check_model_copy(reader *r, const char *text) {
+  size_t tl = strlen(text);
+  if (r->version < 2 || tl + 1 <= CKPT_INLINE_MAX) return 0;
+  const char *p = "/model_text";
+  xd_h5_seen_reset();
+  int found = xd_h5_find(r->f, p);
+  if (found == 0) return xd_fail(r->e, "%s: the model description has no checksummed copy %s (file altered?)", r->path, p);
+  if (found < 0 && found != -2) return r_fail(r, p, "cannot find");
+  if (found == -2 || xd_h5_kind(r->f, p) != H5I_DATASET) return xd_fail(r->e, "%s: %s is not a dataset of this file", r->path, p);
+  hid_t d = H5Dopen2(r->f, p, H5P_DEFAULT);
+  if (d < 0) return r_fail(r, p, "cannot open");
+  int rc = 0;
+  hid_t ty = H5Dget_type(d), sp = H5Dget_space(d);
+  hsize_t n = 0;
+  char why[256];
+  if (ty < 0 || sp < 0 || H5Tget_class(ty) != H5T_INTEGER || H5Tget_size(ty) != 1 ||
+      H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &n, NULL) < 0 || n != tl)
+    rc = xd_fail(r->e, "%s: %s is not the %zu bytes of the model description (file corrupted)", r->path, p, tl);
+  else if (xd_h5_check_storage(d, 1, why, sizeof why) != 0)
+    rc = xd_fail(r->e, "%s: %s %s", r->path, p, why);
+  else if (xd_h5_has_fletcher32(d) != 1)
+    rc = xd_fail(r->e, "%s: %s has no checksum (file altered?)", r->path, p);
+  char *copy = rc == 0 ? malloc(tl + 1) : NULL;
+  if (rc == 0 && !copy) rc = xd_fail(r->e, "%s: out of memory", r->path);
+  if (rc == 0) {
+    xd_h5_seen_reset();
+    if (H5Dread(d, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, copy) < 0) rc = r_fail(r, p, "cannot read");
+    else if (memcmp(copy, text, tl) != 0)
+      rc = xd_fail(r->e, "%s: attribute 'model' differs from its checksummed copy %s (file corrupted)", r->path, p);
+  }
+  free(copy);
+  if (sp >= 0) H5Sclose(sp);
+  if (ty >= 0) H5Tclose(ty);
+  H5Dclose(d);
+  return rc;
+}
+
 /* The stored description and the input geometry attributes, which must agree with it. */
 static int build_model(reader *r, xd_model *m) {
   char *buf = malloc(CKPT_MODEL_MAX + 1);
@@ -695,6 +749,10 @@ static int build_model(reader *r, xd_model *m) {
   int got = r_str(r, r->f, "", "model", buf, CKPT_MODEL_MAX + 1);
   if (got == 0) xd_fail(r->e, "%s: checkpoint has no model description", r->path);
   if (got <= 0) {
+    free(buf);
+    return -1;
+  }
+  if (check_model_copy(r, buf) != 0) {
     free(buf);
     return -1;
   }

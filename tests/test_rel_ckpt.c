@@ -1,7 +1,8 @@
 /* Checked checkpoints (issue 9, items 5 and 6 and full disks):
  *  - round trip of a full checkpoint (weights, batchnorm statistics, Adam moments, EMA, state, meta);
  *  - the file is checksummed: every tensor has Fletcher-32, the superblock is version >= 2;
- *  - bit flips: >= 200 seeded single-bit flips across the whole file of a last.h5 and a best.h5; each
+ *  - bit flips: >= 200 seeded single-bit flips across the whole file of a last.h5, a best.h5 and one whose
+ *    model description (100 KB) is too long for the checksummed object header; each
  *    flipped file is either refused (-1, one line naming the file) or loads to bitwise the same state and
  *    predictions (XD_FLIP_ALL=1 flips one bit in every byte instead, for a study);
  *  - crafted files with valid checksums but bad values or structure (NaN/Inf weights, negative Adam v or
@@ -334,10 +335,34 @@ static void flip_study(const char *good, const char *flipped, int optim, int nfl
   free_full(&ref);
 }
 
+/* A description over 64 KiB (comments) lives outside the object header: its checksummed copy /model_text
+ * must catch flips there. */
+static void save_big_text(const char *path) {
+  size_t cap = 120000, k = 0;
+  char *t = malloc(cap);
+  k += (size_t)snprintf(t + k, cap - k, "input 1x12x12\nconv 3 3x3 relu\nflatten\n");
+  while (k < 100000) k += (size_t)snprintf(t + k, cap - k, "# a long comment to make the description big, at %zu\n", k);
+  snprintf(t + k, cap - k, "dense 1 sigmoid\n");
+  xd_model m;
+  xd_err e = {{0}};
+  xd_train_state st = {0};
+  st.threshold = 0.5;
+  CHECK_MSG(xd_model_build(&m, t, "big", &e) == 0, "%s", e.msg);
+  xd_model_init(&m, XD_INIT_TORCH, 4);
+  CHECK_MSG(xd_checkpoint_save(path, &m, NULL, &st, NULL, &e) == 0, "%s", e.msg);
+  xd_model_free(&m);
+  free(t);
+  hid_t f = xd_h5_open_read(path, &e);
+  CHECK(f >= 0 && H5Lexists(f, "/model_text", H5P_DEFAULT) > 0);
+  if (f >= 0) H5Fclose(f);
+}
+
 static void test_flips(void) {
   flip_counts c = {0, 0, 0, 0};
   flip_study(wp("last.h5"), wp("flipped_last.h5"), 1, 240, 20240901, &c);
   flip_study(wp("best.h5"), wp("flipped_best.h5"), 0, 120, 77, &c);
+  save_big_text(wp("big_text.h5"));
+  flip_study(wp("big_text.h5"), wp("flipped_big.h5"), 0, 100, 5, &c);
   printf("bit flips: %d tried, %d refused by a checksum, %d refused otherwise, %d accepted with bitwise "
          "identical state and predictions\n",
          c.tried, c.refused_checksum, c.refused_other, c.identical);
