@@ -460,6 +460,7 @@ int xd_checkpoint_save(const char *path, const xd_model *m, const xd_optimizer *
   xd_h5_quiet_end(q);
   if (rc != 0) return xd_fail(e, "%s: cannot write checkpoint: %s", path, why.msg);
   char tmp[4200];
+  xd_clean_stale_tmp(path); /* temporaries of writers killed mid-write (kill -9) */
   xd_tmp_name(path, tmp, sizeof tmp);
   int err = write_file(tmp, img, len);
   free(img);

@@ -40,7 +40,7 @@ echo "info refused $n crafted dataset files (the 10^10-image one is $size bytes)
 mkfifo "$W/fifo.h5"
 fails_with 1 "not a regular file (a FIFO)" "info on a FIFO" -- timeout 10 "$BIN" info "$W/fifo.h5"
 fails_with 1 "not a regular file (a directory)" "info on a directory" -- "$BIN" info "$D"
-fails_with 1 "not a regular file (a character device)" "info on /dev/null" -- timeout 10 "$BIN" info /dev/null
+fails_with 1 "not a regular file (a character device)" "info on /dev/zero" -- timeout 10 "$BIN" info /dev/zero
 
 # the memory budget
 fails_with 1 "big_labels.h5: /train/labels (2000000 labels) needs" "info --mem-limit 1M, 2M labels" -- \

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "args.h"
@@ -24,6 +25,13 @@ static const char *const info_help =
     ARG_MEM_LIMIT_HELP
     "  -h, --help     show this help\n";
 
+/* One line on stderr, whatever the file name holds (a newline or tab in it becomes '?'). */
+static int fail1(xd_err *e) {
+  xd_msg_oneline(e->msg);
+  fprintf(stderr, "xray-dp info: %s\n", e->msg);
+  return 1;
+}
+
 /* Reads every image of the split (in blocks of 64), so that every chunk's checksum is checked. */
 static int verify_images(xd_dataset *d, xd_err *e) {
   const xd_dataset_info *in = xd_dataset_get_info(d);
@@ -36,17 +44,14 @@ static int verify_images(xd_dataset *d, xd_err *e) {
   return rc;
 }
 
-static int info_dataset(const char *path, int verify) {
+static int info_dataset(const char *path, int verify, FILE *out) {
   xd_err e = {{0}};
   char splits[3][8];
   int ns = xd_dataset_splits(path, splits, &e);
-  if (ns < 0) {
-    fprintf(stderr, "xray-dp info: %s\n", e.msg);
-    return 1;
-  }
+  if (ns < 0) return fail1(&e);
   if (ns == 0) {
-    fprintf(stderr, "xray-dp info: %s: dataset has no train, val or test split\n", path);
-    return 1;
+    xd_fail(&e, "%s: dataset has no train, val or test split", path);
+    return fail1(&e);
   }
   /* every split is opened and checked before anything is printed: a bad file prints only its error */
   static int64_t count[3][XD_MAX_CLASSES];
@@ -56,10 +61,7 @@ static int info_dataset(const char *path, int verify) {
   memset(count, 0, sizeof count);
   for (int s = 0; s < ns; s++) {
     xd_dataset *d = NULL;
-    if (xd_dataset_open(&d, path, splits[s], &e) != 0) {
-      fprintf(stderr, "xray-dp info: %s\n", e.msg);
-      return 1;
-    }
+    if (xd_dataset_open(&d, path, splits[s], &e) != 0) return fail1(&e);
     const xd_dataset_info *in = xd_dataset_get_info(d);
     if (s == 0) first = *in;
     n[s] = in->n;
@@ -73,26 +75,23 @@ static int info_dataset(const char *path, int verify) {
     }
     if (rc == 0 && verify) rc = verify_images(d, &e);
     xd_dataset_close(d);
-    if (rc != 0) {
-      fprintf(stderr, "xray-dp info: %s\n", e.msg);
-      return 1;
-    }
+    if (rc != 0) return fail1(&e);
   }
-  printf("%s: xray-dp dataset, version 1\n", path);
-  printf("source: %s\n", first.source);
-  printf("images: %dx%d, %d channel, uint8\n", first.height, first.width, first.channels);
-  printf("checksums: %s\n", checksummed ? (verify ? "Fletcher-32 on images and labels (all verified)"
+  fprintf(out, "%s: xray-dp dataset, version 1\n", path);
+  fprintf(out, "source: %s\n", first.source);
+  fprintf(out, "images: %dx%d, %d channel, uint8\n", first.height, first.width, first.channels);
+  fprintf(out, "checksums: %s\n", checksummed ? (verify ? "Fletcher-32 on images and labels (all verified)"
                                                   : "Fletcher-32 on images and labels (labels verified; --verify reads every image)")
                                       : "none (written without checksums)");
-  printf("classes:");
-  for (int c = 0; c < first.nclasses; c++) printf(" %d=%s", c, first.class_names[c]);
-  printf("\n%-6s %8s", "split", "images");
-  for (int c = 0; c < first.nclasses; c++) printf(" %10s", first.class_names[c]);
-  printf("\n");
+  fprintf(out, "classes:");
+  for (int c = 0; c < first.nclasses; c++) fprintf(out, " %d=%s", c, first.class_names[c]);
+  fprintf(out, "\n%-6s %8s", "split", "images");
+  for (int c = 0; c < first.nclasses; c++) fprintf(out, " %10s", first.class_names[c]);
+  fprintf(out, "\n");
   for (int s = 0; s < ns; s++) {
-    printf("%-6s %8lld", splits[s], (long long)n[s]);
-    for (int c = 0; c < first.nclasses; c++) printf(" %10lld", (long long)count[s][c]);
-    printf("\n");
+    fprintf(out, "%-6s %8lld", splits[s], (long long)n[s]);
+    for (int c = 0; c < first.nclasses; c++) fprintf(out, " %10lld", (long long)count[s][c]);
+    fprintf(out, "\n");
   }
   return 0;
 }
@@ -115,7 +114,9 @@ int cmd_info(int argc, char **argv) {
       continue;
     }
     if ((argv[i][0] == '-' && argv[i][1] != '\0') || path) {
-      fprintf(stderr, "xray-dp info: unexpected argument '%s' (see xray-dp info --help)\n", argv[i]);
+      xd_err u;
+      xd_fail(&u, "unexpected argument '%s' (see xray-dp info --help)", argv[i]);
+      fail1(&u);
       return 2;
     }
     path = argv[i];
@@ -126,16 +127,24 @@ int cmd_info(int argc, char **argv) {
   }
   xd_err e = {{0}};
   char format[64];
-  if (xd_h5_file_format(path, format, sizeof format, &e) != 0) {
-    fprintf(stderr, "xray-dp info: %s\n", e.msg);
-    return 1;
+  if (xd_h5_file_format(path, format, sizeof format, &e) != 0) return fail1(&e);
+  if (strcmp(format, "xray-dp-dataset") != 0 && strcmp(format, "xray-dp-checkpoint") != 0) {
+    xd_fail(&e, "%s: neither a dataset nor a checkpoint (format attribute is '%s')", path, format);
+    return fail1(&e);
   }
-  if (!strcmp(format, "xray-dp-dataset")) return info_dataset(path, verify);
-  if (!strcmp(format, "xray-dp-checkpoint")) {
-    if (xd_checkpoint_describe(path, stdout, &e) == 0) return 0;
-    fprintf(stderr, "xray-dp info: %s\n", e.msg);
-    return 1;
+  /* the description is composed in memory and written to stdout only when complete, checked */
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&buf, &len);
+  if (!out) {
+    xd_fail(&e, "%s: out of memory", path);
+    return fail1(&e);
   }
-  fprintf(stderr, "xray-dp info: %s: neither a dataset nor a checkpoint (format attribute is '%s')\n", path, format);
-  return 1;
+  int rc;
+  if (!strcmp(format, "xray-dp-dataset")) rc = info_dataset(path, verify, out);
+  else rc = xd_checkpoint_describe(path, out, &e) == 0 ? 0 : fail1(&e);
+  if (fclose(out) != 0 && rc == 0) rc = fail1(&(xd_err){"out of memory composing the description"});
+  if (rc == 0 && xd_write_stdout(buf, len, &e) != 0) rc = fail1(&e);
+  free(buf);
+  return rc;
 }
