@@ -83,16 +83,22 @@ static inline void ukernel(int kc, const float *restrict Ap, const float *restri
 /* d[u*ld + r] = s[r*ls + u] for r, u < 4: a 4x4 transpose in 128-bit vectors (every ISA has them). */
 typedef float v4f __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
+/* Two-vector lane shuffle: GCC spells it __builtin_shuffle, clang __builtin_shufflevector. */
+#if defined(__clang__)
+#define XD_SHUF4(a, b, i, j, k, l) __builtin_shufflevector((a), (b), i, j, k, l)
+#else
+#define XD_SHUF4(a, b, i, j, k, l) __builtin_shuffle((a), (b), (v4i){i, j, k, l})
+#endif
 static inline void transpose4(const float *s, long ls, float *d, long ld) {
   v4f r0, r1, r2, r3;
   memcpy(&r0, s, sizeof r0);
   memcpy(&r1, s + ls, sizeof r1);
   memcpy(&r2, s + 2 * ls, sizeof r2);
   memcpy(&r3, s + 3 * ls, sizeof r3);
-  const v4f t0 = __builtin_shuffle(r0, r1, (v4i){0, 4, 1, 5}), t1 = __builtin_shuffle(r0, r1, (v4i){2, 6, 3, 7});
-  const v4f t2 = __builtin_shuffle(r2, r3, (v4i){0, 4, 1, 5}), t3 = __builtin_shuffle(r2, r3, (v4i){2, 6, 3, 7});
-  const v4f o0 = __builtin_shuffle(t0, t2, (v4i){0, 1, 4, 5}), o1 = __builtin_shuffle(t0, t2, (v4i){2, 3, 6, 7});
-  const v4f o2 = __builtin_shuffle(t1, t3, (v4i){0, 1, 4, 5}), o3 = __builtin_shuffle(t1, t3, (v4i){2, 3, 6, 7});
+  const v4f t0 = XD_SHUF4(r0, r1, 0, 4, 1, 5), t1 = XD_SHUF4(r0, r1, 2, 6, 3, 7);
+  const v4f t2 = XD_SHUF4(r2, r3, 0, 4, 1, 5), t3 = XD_SHUF4(r2, r3, 2, 6, 3, 7);
+  const v4f o0 = XD_SHUF4(t0, t2, 0, 1, 4, 5), o1 = XD_SHUF4(t0, t2, 2, 3, 6, 7);
+  const v4f o2 = XD_SHUF4(t1, t3, 0, 1, 4, 5), o3 = XD_SHUF4(t1, t3, 2, 3, 6, 7);
   memcpy(d, &o0, sizeof o0);
   memcpy(d + ld, &o1, sizeof o1);
   memcpy(d + 2 * ld, &o2, sizeof o2);
