@@ -135,8 +135,12 @@ static int check_meta(const xd_model *m, const xd_ckpt_meta *meta, xd_err *e) {
     if (meta->nclasses != want)
       return xd_fail(e, "attribute 'class_names' has %d names but the model has %d output%s (%d classes)",
                      meta->nclasses, m->nout, m->nout == 1 ? "" : "s", want);
-    for (int c = 0; c < meta->nclasses; c++)
+    for (int c = 0; c < meta->nclasses; c++) {
       if (!meta->class_names[c][0]) return xd_fail(e, "attribute 'class_names' has an empty name (class %d)", c);
+      for (const unsigned char *q = (const unsigned char *)meta->class_names[c]; *q; q++)
+        if (*q < 0x20 || *q == 0x7f)
+          return xd_fail(e, "attribute 'class_names' has a name with a control character (class %d)", c);
+    }
   }
   if (meta->train_prior != 0 && !(meta->train_prior > 0 && meta->train_prior < 1))
     return xd_fail(e, "attribute 'train_prior' = %g is not in (0, 1)", meta->train_prior);
@@ -942,8 +946,13 @@ int xd_checkpoint_describe(const char *path, FILE *out, xd_err *e) {
     fprintf(out, "%s: xray-dp checkpoint (%s)\n", path, has_optim ? "full training state" : "weights only");
     fprintf(out, "  input %dx%dx%d, classes:", m.in_c, m.in_h, m.in_w);
     for (int i = 0; i < meta->nclasses; i++) fprintf(out, " %s", meta->class_names[i]);
-    fprintf(out, "\n  epoch %lld, step %lld, best epoch %lld (%s %.6g), threshold %.4f%s\n", (long long)st.epoch,
-            (long long)st.step, (long long)st.best_epoch, meta->monitor[0] ? meta->monitor : "-", st.best_metric,
+    char best[96];
+    if (st.best_epoch > 0)
+      snprintf(best, sizeof best, "best epoch %lld (%s %.6g)", (long long)st.best_epoch,
+               meta->monitor[0] ? meta->monitor : "-", st.best_metric);
+    else
+      snprintf(best, sizeof best, "best epoch 0 (none yet)");
+    fprintf(out, "\n  epoch %lld, step %lld, %s, threshold %.4f%s\n", (long long)st.epoch, (long long)st.step, best,
             st.threshold, st.stopped ? ", stopped early" : "");
     if (has_optim) {
       fprintf(out, "  optimizer: %s, step %lld", xd_opt_name(kind), (long long)opt.step);

@@ -68,8 +68,12 @@ static int read_root(xd_dataset *d, xd_err *e) {
                : xd_fail(e, "%s: missing or invalid root attribute 'class_names' (array of strings)", p);
   }
   if (in->nclasses < 1) return xd_fail(e, "%s: 'class_names' is empty", p);
-  for (int c = 0; c < in->nclasses; c++)
+  for (int c = 0; c < in->nclasses; c++) {
     if (!in->class_names[c][0]) return xd_fail(e, "%s: 'class_names' has an empty name (class %d)", p, c);
+    for (const unsigned char *q = (const unsigned char *)in->class_names[c]; *q; q++)
+      if (*q < 0x20 || *q == 0x7f)
+        return xd_fail(e, "%s: 'class_names' has a name with a control character (class %d)", p, c);
+  }
   if (xd_h5_attr_read_int(d->file, "height", &in->height) != 0 ||
       xd_h5_attr_read_int(d->file, "width", &in->width) != 0 ||
       xd_h5_attr_read_int(d->file, "channels", &in->channels) != 0)

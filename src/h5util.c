@@ -66,6 +66,9 @@ int xd_h5_has_signature(const char *path) {
 hid_t xd_h5_open_read(const char *path, xd_err *e) {
   /* before anything opens it: a FIFO would block fopen, a directory or device is never an input */
   if (xd_check_regular(path, e) != 0) return -1;
+  FILE *probe = fopen(path, "rb");
+  if (!probe) return xd_fail(e, "%s: %s", path, strerror(errno));
+  fclose(probe);
   if (!xd_h5_has_signature(path)) return xd_fail(e, "%s: not an HDF5 file", path);
   xd_h5_quiet q = xd_h5_quiet_begin();
   xd_h5_seen_reset();

@@ -475,6 +475,12 @@ static void m_long_class(hid_t f, const char *d) {
   H5Adelete(f, "class_names");
   xd_h5_attr_write_strs(f, "class_names", n, 2);
 }
+static void m_class_ctrl(hid_t f, const char *d) {
+  (void)d;
+  const char *n[2] = {"NOR\nMAL", "PNEUMONIA"};
+  H5Adelete(f, "class_names");
+  xd_h5_attr_write_strs(f, "class_names", n, 2);
+}
 static void m_step_string(hid_t f, const char *d) { (void)d; set_str(f, "step", "12"); }
 static void m_thr_array(hid_t f, const char *d) {
   (void)d;
@@ -603,6 +609,7 @@ static const crafted bad_files[] = {
     {"optim_lr_nan", m_optim_lr_nan, 1, "attribute 'lr' of /optim = nan is not finite"},
     {"three_classes", m_three_classes, 0, "attribute 'class_names' has 3 names but the model has 1 output"},
     {"long_class_name", m_long_class, 0, "attribute 'class_names' has a name longer than 63 bytes"},
+    {"class_name_newline", m_class_ctrl, 0, "attribute 'class_names' has a name with a control character (class 0)"},
     {"step_string", m_step_string, 0, "attribute 'step' is not an integer"},
     {"threshold_array", m_thr_array, 0, "attribute 'threshold' is not a single value"},
     {"version_3", m_version_3, 0, "checkpoint version 3 is not one this build reads"},

@@ -45,7 +45,7 @@ typedef struct {
   hsize_t labels_n, paths_n;
   int label_bad, attr_h;
   double attr_h_float;   /* height written as a float */
-  int long_class, many_classes, empty_class, junk_class;
+  int long_class, many_classes, empty_class, junk_class, ctrl_class;
   int images_group, train_dataset, images_soft, images_ext_link, images_ext_storage, labels_unwritten;
   hsize_t chunk_h, chunk_w; /* image size (4x5 by default) */
 } craft;
@@ -95,6 +95,7 @@ static void write_crafted(const char *path, craft c) {
                              "C9",     "C10",       "C11", "C12", "C13", "C14", "C15", "C16"};
   if (c.long_class) classes[1] = longname;
   if (c.empty_class) classes[1] = "";
+  if (c.ctrl_class) classes[0] = "NOR\tMAL";
   xd_h5_attr_write_str(f, "format", "xray-dp-dataset");
   xd_h5_attr_write_int(f, "version", 1);
   if (c.junk_class) {
@@ -193,6 +194,7 @@ static const bad_case bad_cases[] = {
     {"class_name_junk", {.junk_class = 1}, "'class_names' has a name longer than 63 bytes (or not a plain string)"},
     {"classes_17", {.many_classes = 1}, "more than 16 classes in 'class_names'"},
     {"class_name_empty", {.empty_class = 1}, "'class_names' has an empty name (class 1)"},
+    {"class_name_tab", {.ctrl_class = 1}, "'class_names' has a name with a control character (class 0)"},
     {"images_is_group", {.images_group = 1}, "/train/images is not a dataset"},
     {"train_is_dataset", {.train_dataset = 1}, "/train is not a group"},
     {"images_soft_link", {.images_soft = 1}, "/train/images is a soft or external link"},
