@@ -52,6 +52,9 @@ int xd_mkdir_p(const char *dir, xd_err *e);
  * process still writing) are kept. Best effort, never fails; returns how many were removed. A pid is
  * only meaningful on this host: do not share an output path between writers on different machines. */
 int xd_clean_stale_tmp(const char *path);
+/* The same for every file of dir named <anything><suffix>.tmp.<pid> (predict's Grad-CAM PNGs, whose
+ * names change from run to run: suffix ".png"). */
+int xd_clean_stale_tmp_suffix(const char *dir, const char *suffix);
 
 /* Checks an output path before any work is done, so that a long run does not fail at its end:
  *   - a directory, a dangling symbolic link, or a missing/unwritable/read-only parent folder: -1 with

@@ -104,20 +104,21 @@ static void split_path(const char *path, char *dir, size_t dn, char *base, size_
   }
 }
 
-int xd_clean_stale_tmp(const char *path) {
-  char dir[4096], base[1024];
-  if (!path || !*path) return 0;
-  split_path(path, dir, sizeof dir, base, sizeof base);
-  if (!base[0]) return 0;
+/* Removes dir's regular files named <base>.tmp.<pid> (any_prefix: <anything><base>.tmp.<pid>) whose
+ * process is dead. */
+static int clean_stale(const char *dir, const char *base, int any_prefix) {
   size_t bl = strlen(base);
   DIR *d = opendir(dir);
   if (!d) return 0;
   int removed = 0, saved = errno;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
-    const char *nm = de->d_name;
-    if (strncmp(nm, base, bl) != 0 || strncmp(nm + bl, ".tmp.", 5) != 0) continue;
-    const char *num = nm + bl + 5;
+    const char *nm = de->d_name, *t = strstr(nm, ".tmp.");
+    if (!t) continue;
+    while (strstr(t + 1, ".tmp.")) t = strstr(t + 1, ".tmp."); /* the last one */
+    size_t pl = (size_t)(t - nm);
+    if (any_prefix ? (pl < bl || strncmp(t - bl, base, bl) != 0) : (pl != bl || strncmp(nm, base, bl) != 0)) continue;
+    const char *num = t + 5;
     if (!*num || strspn(num, "0123456789") != strlen(num) || strlen(num) > 9) continue;
     long pid = strtol(num, NULL, 10);
     if (pid <= 0 || pid == (long)getpid()) continue;
@@ -131,6 +132,19 @@ int xd_clean_stale_tmp(const char *path) {
   closedir(d);
   errno = saved;
   return removed;
+}
+
+int xd_clean_stale_tmp(const char *path) {
+  char dir[4096], base[1024];
+  if (!path || !*path) return 0;
+  split_path(path, dir, sizeof dir, base, sizeof base);
+  if (!base[0]) return 0;
+  return clean_stale(dir, base, 0);
+}
+
+int xd_clean_stale_tmp_suffix(const char *dir, const char *suffix) {
+  if (!dir || !*dir || !suffix || !*suffix) return 0;
+  return clean_stale(dir, suffix, 1);
 }
 
 /* Paths that name an already open file descriptor: writing them must not replace anything. */
@@ -213,7 +227,8 @@ static int write_all(int fd, const void *buf, size_t n) {
 
 int xd_tmp_write(const char *path, const void *buf, size_t n, char *tmp, size_t tmpn, xd_err *e) {
   xd_tmp_name(path, tmp, tmpn);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  unlink(tmp); /* a leftover of an earlier process with this pid; never write through a link there */
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0) {
     int err = errno;
     tmp[0] = 0;

@@ -133,8 +133,9 @@ int xd_dsw_create(xd_dsw **out, const char *path, int height, int width, const c
 #if H5_VERSION_GE(1, 10, 7)
   H5Pset_file_locking(fapl, 0, 1);
 #endif
+  unlink(w->tmp); /* a leftover of an earlier process with this pid; never write through a link there */
   errno = 0;
-  w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, fapl);
+  w->file = H5Fcreate(w->tmp, H5F_ACC_EXCL, fcpl, fapl);
   int create_errno = w->file < 0 ? h5_reason(errno) : 0;
   H5Pclose(fcpl);
   H5Pclose(fapl);

@@ -3,6 +3,7 @@
  * the thread count and memory stays bounded by one block of output images plus one decoded source image
  * per thread. */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <regex.h>
@@ -71,7 +72,7 @@ static int is_dir(const char *path) {
 /* Sorted names of the non-hidden entries of dir that are directories (want_dirs) or regular files. */
 static int list_names(const char *dir, int want_dirs, char ***names, int64_t *count, xd_err *e) {
   DIR *d = opendir(dir);
-  if (!d) return xd_fail(e, "%s: cannot read directory", dir);
+  if (!d) return xd_fail(e, "%s: cannot read directory: %s", dir, strerror(errno));
   char **v = NULL;
   int64_t n = 0, cap = 0;
   struct dirent *de;

@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -145,17 +144,21 @@ static void test_tsv_field(void) {
   free(got);
 }
 
-static pid_t dead_pid(void) {
-  pid_t c = fork();
-  if (c == 0) _exit(0);
-  int st;
-  waitpid(c, &st, 0);
-  return c;
+/* A pid no process can have (above pid_max): a reaped child's pid can be reused at once on a busy
+ * machine. */
+static pid_t dead_pid(int k) {
+  long max = 4194304;
+  FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+  if (f) {
+    if (fscanf(f, "%ld", &max) != 1) max = 4194304;
+    fclose(f);
+  }
+  return (pid_t)(max + 1 + k);
 }
 
 static void test_clean_stale(void) {
   char name[8300];
-  pid_t d1 = dead_pid(), d2 = dead_pid();
+  pid_t d1 = dead_pid(0), d2 = dead_pid(1);
   const char *out = wp("out.h5");
   snprintf(name, sizeof name, "%s.tmp.%d", out, (int)d1);
   touch(name, "stale");
@@ -175,6 +178,18 @@ static void test_clean_stale(void) {
   CHECK_MSG(n == 1, "removed %d", n);
   CHECK(!exists(name));
   CHECK(exists(live) && exists(other) && exists(notnum) && exists(dir) && exists(mine) && exists(out));
+  /* predict's PNGs: any name ending in .png.tmp.<dead pid> */
+  char png[8300], txt[8300], pnglive[8300];
+  snprintf(png, sizeof png, "%s/a_p0.500.png.tmp.%d", g_work, (int)d1);
+  snprintf(txt, sizeof txt, "%s/notes.txt.tmp.%d", g_work, (int)d1);
+  snprintf(pnglive, sizeof pnglive, "%s/b_p0.100.png.tmp.%d", g_work, (int)getppid());
+  touch(png, "x");
+  touch(txt, "x");
+  touch(pnglive, "x");
+  n = xd_clean_stale_tmp_suffix(g_work, ".png");
+  CHECK_MSG(n == 1 && !exists(png) && exists(txt) && exists(pnglive), "removed %d", n);
+  unlink(txt);
+  unlink(pnglive);
   /* a bare file name (the current folder) and a missing folder are fine */
   CHECK(xd_clean_stale_tmp("no-such-folder-xyz/out.h5") == 0);
   unlink(live);

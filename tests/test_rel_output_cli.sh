@@ -38,7 +38,7 @@ expect() { # expect CODE WHAT STRING... -- command...
   [ ! -s "$W/out.txt" ] && ok || bad "$what: wrote to stdout on failure: $(head -c 300 "$W/out.txt")"
   ! grep -q '\.tmp\.' <(find "$W" -name '*.tmp.*' 2> /dev/null) && ok || bad "$what: temporary left: $(find "$W" -name '*.tmp.*')"
 }
-dead_pid() { sh -c 'echo $$'; }
+dead_pid() { echo $(($(cat /proc/sys/kernel/pid_max) + 1)); } # never a live process (pids wrap fast here)
 valid_json() { python3 -m json.tool "$1" > /dev/null 2>&1 && jq -e . "$1" > /dev/null 2>&1; }
 
 # ---- a data set with hostile file names ----
@@ -129,9 +129,10 @@ echo "old roc" > roc_old.tsv
 expect 1 "eval --scores /dev/full after --roc" "/dev/full" "No space left on device" -- \
   "$BIN" eval --ckpt "$C" --data d.h5 --split train --roc roc_old.tsv --reliability rel_new.csv --scores /dev/full
 [ "$(cat roc_old.tsv)" = "old roc" ] && [ ! -e rel_new.csv ] && ok || bad "a failed eval replaced or created outputs"
-run "$BIN" eval --ckpt "$C" --data d.h5 --split train --roc /dev/null --scores /dev/stderr --json
+# (/dev/fd/2, not /dev/stderr: a binary with the old bug renamed its temporary over the /dev/stderr link)
+run "$BIN" eval --ckpt "$C" --data d.h5 --split train --roc /dev/null --scores /dev/fd/2 --json
 [ "$(rc)" -eq 0 ] && [ "$(wc -l < err.txt)" -eq "$n" ] && jq -e .n out.txt > /dev/null && [ -c /dev/null ] && ok \
-  || bad "eval to /dev/null and /dev/stderr: exit $(rc), $(wc -l < err.txt) stderr lines"
+  || bad "eval to /dev/null and /dev/fd/2: exit $(rc), $(wc -l < err.txt) stderr lines"
 expect 1 "eval --json > /dev/full" "stdout" "No space left on device" -- sh -c '"$0" eval --ckpt "$1" --data d.h5 --split train --json > /dev/full' "$BIN" "$C"
 expect 1 "predict > /dev/full" "stdout" "No space left on device" -- sh -c '"$0" predict --ckpt "$1" "$2" > /dev/full' "$BIN" "$C" "$S/NORMAL/n4.pgm"
 expect 1 "audit > /dev/full" "stdout" "No space left on device" -- sh -c '"$0" audit --ckpt "$1" --data d.h5 --cam-images 2 > /dev/full' "$BIN" "$C"
@@ -184,6 +185,11 @@ for f in s2.h5 p2.h5 roc2.tsv; do echo stale > "$f.tmp.$d1"; echo live > "$f.tmp
 run "$BIN" synth s2.h5 --n 10 --size 16
 run "$BIN" pack "$S" p2.h5 --size 16
 run "$BIN" eval --ckpt "$C" --data d.h5 --split train --roc roc2.tsv
+mkdir -p cams2 && echo stale > "cams2/old_p0.123.png.tmp.$d1" && echo live > "cams2/old_p0.123.png.tmp.$$"
+run "$BIN" predict --ckpt "$C" "$S/NORMAL/n4.pgm" --gradcam cams2
+[ "$(rc)" -eq 0 ] && [ ! -e "cams2/old_p0.123.png.tmp.$d1" ] && [ -e "cams2/old_p0.123.png.tmp.$$" ] && ok \
+  || bad "predict --gradcam: stale PNG temporaries: $(ls cams2)"
+rm -f "cams2/old_p0.123.png.tmp.$$"
 for f in s2.h5 p2.h5 roc2.tsv; do
   [ -s "$f" ] && [ ! -e "$f.tmp.$d1" ] && [ "$(cat "$f.tmp.$$")" = live ] && ok || bad "$f: stale temporaries: $(ls "$f".tmp.* 2>&1)"
   rm -f "$f.tmp.$$"

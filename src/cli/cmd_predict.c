@@ -35,6 +35,7 @@ static const char *HELP =
     "if one cannot be written (a full disk, a file size limit) predict stops with one line naming it, exit\n"
     "1, no temporary left and nothing on stdout (the PNGs completed before stay, each whole). A PNG name\n"
     "that is an input (an image or checkpoint given) gets the image's position appended instead.\n"
+    "Temporaries of dead earlier runs (DIR/*.png.tmp.<pid> whose process is gone) are removed first.\n"
     "  --ckpt C.h5     repeat for an ensemble: the mean probability of the checkpoints (same input size,\n"
     "                  output layer and class names, as for eval)\n"
     "  --tta           test-time augmentation: mean over the image and 8 fixed variants (zoom in/out 6%,\n"
@@ -239,7 +240,8 @@ int cmd_predict(int argc, char **argv) {
   xd_err e = {{0}};
   /* a batch for scoring the val split; one image at a time otherwise (same numbers either way) */
   if (cli_ensemble_load(&E, &e) || cli_ensemble_workspaces(&E, fresh_thr ? 64 : 1, &e) ||
-      (fresh_thr && cli_ensemble_val_threshold(&E, val_data, tta, &thr, &e)) || (gradcam && xd_mkdir_p(gradcam, &e))) {
+      (fresh_thr && cli_ensemble_val_threshold(&E, val_data, tta, &thr, &e)) || (gradcam && xd_mkdir_p(gradcam, &e)) ||
+      (gradcam && xd_clean_stale_tmp_suffix(gradcam, ".png") < 0)) {
     err_line(e.msg);
     cli_ensemble_free(&E);
     free(imgs);
