@@ -52,7 +52,9 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e);
  * process in any way (the kernel releases it: a kill -9 leaves no stale lock). Returns the descriptor,
  * or -1 with "DIR: run folder is in use by another training (pid N on host H)" or the system's reason. */
 int xd_run_lock(const char *dir, xd_err *e);
-void xd_run_unlock(int fd);
+/* Releases the lock; with remove, the lock file goes first (for a run that wrote nothing into a folder it
+ * created: another process that opened the file meanwhile notices and locks a new one). */
+void xd_run_unlock(int fd, const char *dir, int remove);
 
 /* What DIR holds of an earlier run. */
 typedef struct xd_run_files {

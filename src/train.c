@@ -91,7 +91,8 @@ typedef struct run {
   split_data train, val; /* train: this rank's shard (labels only when streaming); val: rank 0 only */
   prefetch pf;           /* streaming reader; pf.ds == NULL when the shard is in memory */
   int64_t train_total, class_count[2];
-  int lb, steps_per_epoch, has_val;
+  int64_t shard_a, shard_b, val_n; /* this rank's shard [a, b) of train; rank 0: images in val */
+  int lb, steps_per_epoch, has_val, streamed;
   float cw[2];
   const float *cwp;
   char dir[2048], last_path[2100], best_path[2100], csv_path[2100], log_path[2100];
@@ -449,8 +450,9 @@ static int bcast_model(run *r, xd_err *e) {
   return 0;
 }
 
-/* This rank's shard of the train split: in memory, or streamed when over --mem-cap. */
-static int read_shard(run *r, xd_err *e) {
+/* What every rank needs to know before anything big is read: the train split's size and classes, the
+ * shard of this rank, the steps of an epoch, and whether the shard is streamed (over --mem-cap). */
+static int shard_info(run *r, xd_err *e) {
   const xd_train_opts *o = r->o;
   xd_dist *d = r->d;
   if (o->resume && !o->data_given && !xd_file_exists(o->data))
@@ -464,16 +466,23 @@ static int read_shard(run *r, xd_err *e) {
   if (o->batch % d->size)
     return xd_fail(e, "--batch %d is the global batch and must be divisible by the %d ranks", o->batch, d->size);
   r->lb = o->batch / d->size;
-  int64_t a, b;
-  xd_shard_range(r->train_total, d->rank, d->size, &a, &b);
+  xd_shard_range(r->train_total, d->rank, d->size, &r->shard_a, &r->shard_b);
   int64_t smallest = r->train_total / d->size; /* shards differ by at most one */
   if (smallest < r->lb)
     return xd_fail(e, "%s: train split has %lld images: a rank's shard (%lld) is smaller than its local batch %d",
                    o->data, (long long)r->train_total, (long long)smallest, r->lb);
   /* every rank runs the same number of steps: the smallest shard decides */
   r->steps_per_epoch = (int)(smallest / r->lb);
-  double mb = (double)(b - a) * r->info.height * r->info.width / 1048576.0;
-  if (mb > o->mem_cap_mb) {
+  double mb = (double)(r->shard_b - r->shard_a) * r->info.height * r->info.width / 1048576.0;
+  r->streamed = mb > o->mem_cap_mb;
+  return 0;
+}
+
+/* This rank's shard of the train split: in memory, or streamed (labels only, and the prefetch buffers). */
+static int read_shard(run *r, xd_err *e) {
+  const xd_train_opts *o = r->o;
+  int64_t a = r->shard_a, b = r->shard_b;
+  if (r->streamed) {
     XD_TRY(xd_dataset_open(&r->pf.ds, o->data, "train", e));
     r->pf.shard_a = a;
     r->pf.lb = r->lb;
@@ -581,16 +590,18 @@ static int check_resumed(run *r, xd_err *e) {
   return 0;
 }
 
-/* Rank 0's part of the setup: the val split, and the model (fresh or the state of DIR/last.h5). */
+/* Rank 0's part of the setup: whether there is a val split (and its size), and the model (fresh or the
+ * state of DIR/last.h5). */
 static int setup_leader(run *r, xd_err *e) {
   const xd_train_opts *o = r->o;
   int hv = xd_dataset_has_split(o->data, "val", e);
   if (hv < 0) return -1;
   r->has_val = hv;
   if (hv) {
-    XD_TRY(read_split(o->data, "val", 0, -1, &r->val, NULL, NULL, e));
-    XD_TRY(check_val(r, e));
-    if (!(r->val_probs = xd_alloc(((size_t)r->val.n + 1) * sizeof(float), "validation", e))) return -1;
+    xd_dataset *ds;
+    XD_TRY(xd_dataset_open(&ds, o->data, "val", e));
+    r->val_n = xd_dataset_get_info(ds)->n;
+    xd_dataset_close(ds);
   }
   if (o->resume) {
     XD_TRY(xd_checkpoint_load(r->last_path, &r->m, &r->st, &r->meta, e));
@@ -606,16 +617,29 @@ static int setup_leader(run *r, xd_err *e) {
   return 0;
 }
 
-/* Up front, before the big allocations: the model's arenas and this rank's data against --mem-limit. */
+/* Rank 0: the val split, which must hold both classes. */
+static int read_val(run *r, xd_err *e) {
+  if (!r->has_val) return 0;
+  XD_TRY(read_split(r->o->data, "val", 0, -1, &r->val, NULL, NULL, e));
+  XD_TRY(check_val(r, e));
+  if (!(r->val_probs = xd_alloc(((size_t)r->val.n + 1) * sizeof(float), "validation", e))) return -1;
+  return 0;
+}
+
+/* Up front, before the big allocations: the whole run of this rank against --mem-limit: the model's
+ * arenas, optimizer state, EMA, gradient reduction and activations (xd_model_train_bytes), and the images
+ * it holds (its shard, or the prefetch buffers; rank 0 also the val split and its probabilities). */
 static int check_memory(run *r, xd_err *e) {
   const xd_train_opts *o = r->o;
-  uint64_t per_param = 4 /* params, grads, two moments */ + (o->ema > 0 ? 1 : 0);
-  uint64_t bytes = xd_mul_sat(xd_mul_sat(r->m.nparams + EX_COUNT, per_param), sizeof(float));
-  bytes = xd_add_sat(bytes, xd_mul_sat(xd_mul_sat(r->m.nbuffers, o->ema > 0 ? 2 : 1), sizeof(float)));
+  uint64_t bytes = xd_model_train_bytes(&r->m, r->lb, o->ema > 0);
   uint64_t px = xd_mul_sat((uint64_t)r->info.height, (uint64_t)r->info.width);
-  bytes = xd_add_sat(bytes, r->pf.ds ? xd_mul_sat(2 * (uint64_t)r->lb, px) : xd_mul_sat((uint64_t)r->train.n, px));
-  if (leader(r)) bytes = xd_add_sat(bytes, xd_mul_sat((uint64_t)r->val.n, px + 4));
-  if (xd_mem_check(bytes, "training (model, optimizer state and images, without activations)", e)) {
+  uint64_t shard = (uint64_t)(r->shard_b - r->shard_a);
+  bytes = xd_add_sat(bytes, r->streamed ? xd_add_sat(xd_mul_sat(2 * (uint64_t)r->lb, px), shard)
+                                        : xd_mul_sat(shard, xd_add_sat(px, 1)));
+  if (leader(r)) bytes = xd_add_sat(bytes, xd_mul_sat((uint64_t)r->val_n, xd_add_sat(px, 5)));
+  char what[160];
+  snprintf(what, sizeof what, "training with a local batch of %d (model, optimizer, activations and images)", r->lb);
+  if (xd_mem_check(bytes, what, e)) {
     char msg[XD_ERR_MAX];
     snprintf(msg, sizeof msg, "%s", e->msg);
     return xd_fail(e, "%s: %s", o->data, msg);
@@ -627,8 +651,21 @@ static int setup(run *r, xd_err *e) {
   const xd_train_opts *o = r->o;
   xd_dist *d = r->d;
   r->good_step = -1;
-  /* every rank opens the file itself and reads only its shard */
+  r->st.seed = o->seed;
+  r->st.threshold = 0.5;
+  r->st.best_metric = NAN;
+  if (agree(r, shard_info(r, e), e)) return -1;
+  if (agree_leader(r, leader(r) ? setup_leader(r, e) : 0, e)) return -1;
+  XD_TRY(bcast_model(r, e));
+  xd_dist_bcast_idle(d, &r->st, sizeof r->st);
+  if (r->m.nout != 1 && r->m.nout != r->info.nclasses)
+    return fail_all(r, e, "model has %d outputs but %s has %d classes", r->m.nout, o->data, r->info.nclasses);
+  if (r->m.nout == 1 && r->info.nclasses != 2)
+    return fail_all(r, e, "'dense 1 sigmoid' needs 2 classes, %s has %d", o->data, r->info.nclasses);
+  if (agree(r, check_memory(r, e), e)) return -1;
+  /* every rank opens the file itself and reads only its shard; rank 0 the val split too */
   if (agree(r, read_shard(r, e), e)) return -1;
+  if (agree_leader(r, leader(r) ? read_val(r, e) : 0, e)) return -1;
   double counts[2] = {0, 0};
   for (int64_t i = 0; i < r->train.n; i++)
     if (r->train.labels[i] < 2) counts[r->train.labels[i]] += 1;
@@ -648,18 +685,6 @@ static int setup(run *r, xd_err *e) {
     r->cwp = r->cw;
   }
   if (xd_augment_parse(o->augment, &r->aug)) return fail_all(r, e, "bad --augment '%s'", o->augment);
-
-  r->st.seed = o->seed;
-  r->st.threshold = 0.5;
-  r->st.best_metric = NAN;
-  if (agree_leader(r, leader(r) ? setup_leader(r, e) : 0, e)) return -1;
-  XD_TRY(bcast_model(r, e));
-  xd_dist_bcast_idle(d, &r->st, sizeof r->st);
-  if (r->m.nout != 1 && r->m.nout != r->info.nclasses)
-    return fail_all(r, e, "model has %d outputs but %s has %d classes", r->m.nout, o->data, r->info.nclasses);
-  if (r->m.nout == 1 && r->info.nclasses != 2)
-    return fail_all(r, e, "'dense 1 sigmoid' needs 2 classes, %s has %d", o->data, r->info.nclasses);
-  if (agree(r, check_memory(r, e), e)) return -1;
 
   int rc = xd_opt_alloc(&r->opt, &o->opt, r->m.nparams, e);
   if (rc == 0 && o->ema > 0) rc = xd_opt_ema_init(&r->opt, o->ema, r->m.params, r->m.buffers, r->m.nbuffers, e);
@@ -797,7 +822,7 @@ static int step_anomaly(run *r, int local_bad_act, const float *ex, xd_err *e) {
   if (ex[EX_ANOMALY] > 0) {
     int64_t worst = xd_dist_max_i64(r->d, local_bad_act >= 0 ? m->nlayers - local_bad_act : 0);
     int l = m->nlayers - (int)worst;
-    return fail_all(r, e, "step %lld: non-finite activation in %s (forward pass); stopped, %s", step,
+    return fail_all(r, e, "step %lld: non-finite activation in the forward pass, in %s; stopped, %s", step,
                     layer_label(m, l, lab, sizeof lab), kept(r, kb, sizeof kb));
   }
   if (!isfinite(ex[EX_LOSS]))
@@ -1149,41 +1174,55 @@ int xd_run_lock(const char *dir, xd_err *e) {
   XD_TRY(xd_mkdir_p(dir, e));
   char path[4200];
   snprintf(path, sizeof path, "%s/.lock", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return xd_fail(e, "%s: cannot create the run folder's lock: %s", path, strerror(errno));
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int err = errno;
-    if (err == EWOULDBLOCK || err == EAGAIN) {
-      /* the holder writes "pid N on host H" right after locking: give it a moment */
-      char who[300] = "";
-      for (int tries = 0; tries < 50; tries++) {
-        ssize_t k = pread(fd, who, sizeof who - 1, 0);
-        if (k > 0) {
-          who[k] = 0;
-          who[strcspn(who, "\n")] = 0;
-          break;
+  for (int attempt = 0;; attempt++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return xd_fail(e, "%s: cannot create the run folder's lock: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      if (err == EWOULDBLOCK || err == EAGAIN) {
+        /* the holder writes "pid N on host H" right after locking: give it a moment */
+        char who[300] = "";
+        for (int tries = 0; tries < 50; tries++) {
+          ssize_t k = pread(fd, who, sizeof who - 1, 0);
+          if (k > 0) {
+            who[k] = 0;
+            who[strcspn(who, "\n")] = 0;
+            break;
+          }
+          struct timespec ts = {0, 10000000};
+          nanosleep(&ts, NULL);
         }
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
+        close(fd);
+        return xd_fail(e, "%s: run folder is in use by another training (%s)", dir, who[0] ? who : "pid unknown");
       }
       close(fd);
-      return xd_fail(e, "%s: run folder is in use by another training (%s)", dir, who[0] ? who : "pid unknown");
+      return xd_fail(e, "%s: cannot lock the run folder: %s", path, strerror(err));
+    }
+    /* a holder that gave up removes the lock file: make sure the file locked is still the one at the path */
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      char host[256] = "?", buf[400];
+      if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+      host[sizeof host - 1] = 0;
+      int n = snprintf(buf, sizeof buf, "pid %ld on host %s\n", (long)getpid(), host);
+      /* informational only: a full disk must not hide the real error, which comes with the first real write */
+      if (ftruncate(fd, 0) == 0 && pwrite(fd, buf, (size_t)n, 0) != n) {
+      }
+      return fd;
     }
     close(fd);
-    return xd_fail(e, "%s: cannot lock the run folder: %s", path, strerror(err));
+    if (attempt >= 100) return xd_fail(e, "%s: the lock file keeps changing under this process", path);
   }
-  char host[256] = "?", buf[400];
-  if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
-  host[sizeof host - 1] = 0;
-  int n = snprintf(buf, sizeof buf, "pid %ld on host %s\n", (long)getpid(), host);
-  /* informational only: a full disk must not hide the real error, which comes with the first real write */
-  if (ftruncate(fd, 0) == 0 && pwrite(fd, buf, (size_t)n, 0) != n) {
-  }
-  return fd;
 }
 
-void xd_run_unlock(int fd) {
-  if (fd >= 0) close(fd);
+void xd_run_unlock(int fd, const char *dir, int remove) {
+  if (fd < 0) return;
+  if (remove && dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    unlink(path); /* while still holding it: a process that opened it meanwhile sees it gone and retries */
+  }
+  close(fd);
 }
 
 int xd_run_inspect(const char *dir, xd_run_files *f, xd_err *e) {

@@ -16,13 +16,16 @@
 
 static const char *HELP =
     "usage: xray-dp bench [--model PRESET|FILE] [--batch 32] [--size 128] [--steps 50] [--warmup 5]\n"
-    "                     [--threads T] [--repeats R] [--json]\n"
+    "                     [--threads T] [--repeats R] [--json] [--mem-limit SIZE]\n"
     "\n"
     "Times training steps (forward, backward, Adam) of a model on random data in one process and prints\n"
     "images/s, ms per step (median of --steps), GFLOP/s (multiply-adds x 2, forward + backward) and peak\n"
     "memory. --repeats R measures R times and prints one line each (with --json, R must be 1: the\n"
     "output is exactly one JSON object). --threads sets the OpenMP threads (default OMP_NUM_THREADS,\n"
-    "else all cores). Compare with PyTorch side by side: scripts/bench_vs_torch.sh.\n";
+    "else all cores). Compare with PyTorch side by side: scripts/bench_vs_torch.sh.\n"
+    "The memory of the whole benchmark (model, optimizer state, activations for --batch, the random\n"
+    "images) is checked before anything big is allocated:\n"
+    ARG_MEM_LIMIT_HELP;
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -46,6 +49,10 @@ int cmd_bench(int argc, char **argv) {
     int64_t *dst = !strcmp(a, "--batch") ? &batch : !strcmp(a, "--size") ? &size : !strcmp(a, "--steps") ? &steps
                  : !strcmp(a, "--warmup") ? &warmup : !strcmp(a, "--threads") ? &threads
                  : !strcmp(a, "--repeats") ? &repeats : NULL;
+    if (!strcmp(a, "--mem-limit")) {
+      if (!(v = arg_value(cmd, argc, argv, &i)) || arg_mem_limit(cmd, v)) return 2;
+      continue;
+    }
     if (!dst && strcmp(a, "--model")) {
       fprintf(stderr, "xray-dp bench: unknown option '%s' (see xray-dp bench --help)\n", a);
       return 2;
@@ -66,6 +73,12 @@ int cmd_bench(int argc, char **argv) {
     return 1;
   }
   xd_model_init(&m, XD_INIT_TORCH, 0);
+  /* everything this benchmark holds, before the workspace and optimizer are allocated */
+  if (xd_model_check_train(&m, (int)batch, 0, &e)) {
+    fprintf(stderr, "xray-dp bench: %s\n", e.msg);
+    xd_model_free(&m);
+    return 1;
+  }
   xd_workspace ws;
   xd_optimizer opt;
   xd_opt_config oc = xd_opt_defaults(XD_OPT_ADAM, 1e-3f);

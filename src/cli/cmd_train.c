@@ -195,10 +195,13 @@ static int canon(int k, const char *v, const char *label, char *out) {
   } else if (k == S_SCHEDULE) {
     xd_schedule s;
     /* the parser takes strtod's word for numbers: NaN, Inf and a growing step factor are refused here */
-    if (strlen(v) > 200 || xd_schedule_parse(v, &s) || !isfinite(s.min_factor) || s.min_factor < 0 ||
+    const char *colon = strrchr(v, ':');
+    long long every = !strncmp(v, "step:", 5) ? strtoll(v + 5, NULL, 10) : 1;
+    if (strlen(v) > 200 || (colon && !colon[1]) || every < 1 || every > 1000000 || xd_schedule_parse(v, &s) ||
+        !isfinite(s.min_factor) || s.min_factor < 0 ||
         s.min_factor > 1 || (s.kind == 1 && (!isfinite(s.gamma) || s.gamma <= 0 || s.gamma > 1 || s.every <= 0))) {
-      fprintf(stderr, "xray-dp train: %s: expected constant, cosine, cosine:MIN (0..1) or step:EVERY:GAMMA (EVERY >= 1, "
-                      "GAMMA in (0, 1]), got '%s'\n", label, strlen(v) < 200 ? v : "(too long)");
+      fprintf(stderr, "xray-dp train: %s: expected constant, cosine, cosine:MIN (0..1) or step:EVERY:GAMMA (EVERY in "
+                      "1..1000000, GAMMA in (0, 1]), got '%s'\n", label, strlen(v) < 200 ? v : "(too long)");
       return -1;
     }
     if (s.kind == 0) snprintf(out, VAL_MAX, "constant");
@@ -472,6 +475,7 @@ typedef struct folder_plan {
   int32_t status; /* 0 ok, else the exit status (rank 0 printed the message) */
   int32_t mode;
   int32_t existed;
+  int32_t auto_replace; /* --resume auto, no last.h5, leftovers of a run that never checkpointed */
   char config[8192];
 } folder_plan;
 
@@ -509,6 +513,12 @@ static void plan_folder(const invocation *inv, folder_plan *p) {
     return;
   }
   p->mode = MODE_FRESH;
+  /* --resume auto without last.h5: a run that never wrote its state (killed during its first epoch's
+   * checkpoints) cannot be continued; its leftovers are replaced, as a job script's requeue needs */
+  if (inv->resume == 2 && (f.best || f.csv_rows > 0)) {
+    p->auto_replace = 1;
+    return;
+  }
   if ((f.last || f.best || f.csv_rows > 0) && !inv->overwrite) {
     char what[200];
     snprintf(what, sizeof what, "%s%s%s", f.last ? "last.h5" : "", f.last && f.best ? ", " : "", f.best ? "best.h5" : "");
@@ -521,9 +531,13 @@ static void plan_folder(const invocation *inv, folder_plan *p) {
   }
 }
 
-/* Rank 0: the lock, then a second look (another training may have been faster), then stale temporaries. */
-static int lock_folder(const invocation *inv, const folder_plan *p, int *fd) {
+/* Rank 0: the lock, then a second look (another training may have been faster), then stale temporaries.
+ * *fresh_lock: the lock file is this process's (a failed start removes it again). */
+static int lock_folder(const invocation *inv, const folder_plan *p, int *fd, int *fresh_lock) {
   xd_err e = {{0}};
+  char lockp[2100];
+  snprintf(lockp, sizeof lockp, "%s/.lock", inv->out);
+  *fresh_lock = !xd_file_exists(lockp);
   *fd = xd_run_lock(inv->out, &e);
   if (*fd < 0) {
     fprintf(stderr, "xray-dp train: %s\n", e.msg);
@@ -535,7 +549,9 @@ static int lock_folder(const invocation *inv, const folder_plan *p, int *fd) {
     return 1;
   }
   int resume = p->mode != MODE_FRESH;
-  if ((resume && !f.last) || (!resume && !inv->overwrite && (f.last || f.best || f.csv_rows > 0))) {
+  int changed = resume ? !f.last
+                       : (inv->overwrite ? 0 : (p->auto_replace ? f.last : (f.last || f.best || f.csv_rows > 0)));
+  if (changed) {
     fprintf(stderr, "xray-dp train: %s: another training changed the folder while this one started; run again\n",
             inv->out);
     return 1;
@@ -558,7 +574,7 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "xray-dp train: MPI initialisation failed\n");
     return 1;
   }
-  int status = 0, lock_fd = -1;
+  int status = 0, lock_fd = -1, fresh_lock = 0;
   /* only rank 0 reports errors that every rank detects alike: every rank parses the same argv and agrees */
   FILE *devnull = NULL, *saved_stderr = stderr;
   if (d.rank != 0) {
@@ -717,7 +733,10 @@ int cmd_train(int argc, char **argv) {
   }
   o.out = inv.out;
   o.resume = plan->mode != MODE_FRESH;
-  o.overwrite = inv.overwrite;
+  o.overwrite = inv.overwrite || plan->auto_replace;
+  if (plan->auto_replace)
+    snprintf(notes + strlen(notes), NOTES_MAX - strlen(notes), "xray-dp: --resume auto: %.2000s holds no last.h5, "
+             "only what a run killed before its first checkpoint left: starting the run again\n", inv.out);
   o.max_steps = inv.max_steps;
   o.quiet = inv.quiet;
   o.mem_cap_mb = inv.mem_cap_mb;
@@ -727,7 +746,7 @@ int cmd_train(int argc, char **argv) {
   /* the folder is taken only now that the command is known to be valid */
   int32_t rc32 = 0;
   if (d.rank == 0) {
-    if (lock_fd < 0) rc32 = lock_folder(&inv, plan, &lock_fd);
+    if (lock_fd < 0) rc32 = lock_folder(&inv, plan, &lock_fd, &fresh_lock);
     else xd_run_clean_tmp(inv.out);
   }
   xd_dist_bcast_idle(&d, &rc32, sizeof rc32);
@@ -782,7 +801,18 @@ int cmd_train(int argc, char **argv) {
   }
 out:
   stderr = saved_stderr;
-  xd_run_unlock(lock_fd);
+  if (lock_fd >= 0) {
+    /* a start that failed before writing anything leaves the folder as it found it */
+    static const char *const files[] = {"last.h5", "best.h5", "metrics.csv", "train.log"};
+    int clean = status != 0 && fresh_lock;
+    for (int i = 0; clean && i < 4; i++) {
+      char fp[2100];
+      snprintf(fp, sizeof fp, "%s/%s", inv.out, files[i]);
+      if (xd_file_exists(fp)) clean = 0;
+    }
+    xd_run_unlock(lock_fd, inv.out, clean);
+    if (clean && !plan->existed) rmdir(inv.out);
+  }
   free(given);
   free(eff);
   free(recipe_s);

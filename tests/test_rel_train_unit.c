@@ -3,10 +3,10 @@
  *
  * Also a small tool for the shell tests (tests/test_rel_*.sh), which need to damage checkpoints in ways
  * no xray-dp command would write (HDF5 recomputes the file's checksums, so the damage is "valid"):
- *   test_rel_train set-int FILE NAME VALUE     a root int64 attribute (step, epoch, step_in_epoch, ...)
- *   test_rel_train set-str FILE NAME TEXT      a root string attribute (train_config, ...)
- *   test_rel_train get-str FILE NAME           prints a root string attribute
- *   test_rel_train set-rows FILE SPLIT N       keeps the first N images of a dataset's split (0: empty) */
+ *   test_rel_train_unit set-int FILE NAME VALUE     a root int64 attribute (step, epoch, step_in_epoch, ...)
+ *   test_rel_train_unit set-str FILE NAME TEXT      a root string attribute (train_config, ...)
+ *   test_rel_train_unit get-str FILE NAME           prints a root string attribute
+ *   test_rel_train_unit set-rows FILE SPLIT N       keeps the first N images of a dataset's split (0: empty) */
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strncmp(argv[1], "set-", 4)) return tool(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "get-str")) return tool(argc, argv);
   if (argc < 3) {
-    fprintf(stderr, "usage: test_rel_train FIXTURES WORKDIR\n");
+    fprintf(stderr, "usage: test_rel_train_unit FIXTURES WORKDIR\n");
     return 2;
   }
   char dir[2048], run[2300], p[2400];
@@ -115,10 +115,20 @@ int main(int argc, char **argv) {
   CHECK_MSG(strstr(e.msg, "run folder is in use by another training (pid ") && strstr(e.msg, run),
             "message: %s", e.msg);
   CHECK_MSG(strstr(e.msg, want) != NULL, "message does not name the holder: %s", e.msg);
-  xd_run_unlock(fd);
+  xd_run_unlock(fd, run, 0);
   fd = xd_run_lock(run, &e);
   CHECK_MSG(fd >= 0, "lock not free after unlock: %s", e.msg);
-  xd_run_unlock(fd);
+  xd_run_unlock(fd, run, 0);
+
+  /* unlock with remove: the lock file goes, the next lock makes a new one */
+  fd = xd_run_lock(run, &e);
+  CHECK(fd >= 0);
+  xd_run_unlock(fd, run, 1);
+  snprintf(p, sizeof p, "%s/.lock", run);
+  CHECK(!xd_file_exists(p));
+  fd = xd_run_lock(run, &e);
+  CHECK(fd >= 0 && xd_file_exists(p));
+  xd_run_unlock(fd, run, 0);
 
   /* a holder killed with SIGKILL leaves no stale lock */
   int pipefd[2];
@@ -138,7 +148,7 @@ int main(int argc, char **argv) {
   waitpid(child, NULL, 0);
   fd = xd_run_lock(run, &e);
   CHECK_MSG(fd >= 0, "lock of a killed holder is stale: %s", e.msg);
-  xd_run_unlock(fd);
+  xd_run_unlock(fd, run, 0);
   close(pipefd[0]);
   close(pipefd[1]);
 
@@ -194,5 +204,5 @@ int main(int argc, char **argv) {
   CHECK(xd_run_read_config(p, cfg, sizeof cfg, &e) < 0 && strstr(e.msg, "last.h5"));
   snprintf(p, sizeof p, "%s/missing.h5", run);
   CHECK(xd_run_read_config(p, cfg, sizeof cfg, &e) < 0 && strstr(e.msg, "missing.h5"));
-  return check_done("rel_train");
+  return check_done("rel_train_unit");
 }
