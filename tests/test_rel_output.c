@@ -7,7 +7,8 @@
  *
  * Also a fixture maker for tests/test_rel_output.sh:
  *   test_rel_output --huge-weights IN.h5 OUT.h5   a copy of checkpoint IN whose weights are finite but
- *                                                 +-3e38, so that the model's outputs are NaN */
+ *                                                 +-3e38, so that the model's outputs are NaN
+ *   test_rel_output --set-threshold IN.h5 OUT.h5 T   a copy whose stored threshold is T */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -350,6 +351,29 @@ static void test_checksums(void) {
   free(file);
 }
 
+static int set_threshold(const char *in, const char *out, double thr) {
+  xd_model m;
+  xd_train_state st;
+  xd_ckpt_meta meta;
+  xd_err e = {{0}};
+  if (xd_checkpoint_load(in, &m, &st, &meta, &e)) {
+    fprintf(stderr, "%s\n", e.msg);
+    return 1;
+  }
+  int rc = xd_checkpoint_save(out, &m, NULL, &st, &meta, &e);
+  if (rc) fprintf(stderr, "%s\n", e.msg);
+  xd_model_free(&m);
+  if (rc) return 1;
+  /* the writer refuses a bad threshold, so it is written behind its back, as a corrupt file would have it */
+  hid_t f = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t a = f >= 0 ? H5Aopen(f, "threshold", H5P_DEFAULT) : -1;
+  rc = a >= 0 && H5Awrite(a, H5T_NATIVE_DOUBLE, &thr) >= 0 ? 0 : 1;
+  if (a >= 0) H5Aclose(a);
+  if (f >= 0 && H5Fclose(f) < 0) rc = 1;
+  if (rc) fprintf(stderr, "%s: cannot rewrite the threshold attribute\n", out);
+  return rc;
+}
+
 static int huge_weights(const char *in, const char *out) {
   xd_model m;
   xd_train_state st;
@@ -370,6 +394,7 @@ int main(int argc, char **argv) {
   /* as main.c: a file whose close failed on a full disk must not crash HDF5's exit handler */
   H5dont_atexit();
   if (argc == 4 && !strcmp(argv[1], "--huge-weights")) return huge_weights(argv[2], argv[3]);
+  if (argc == 5 && !strcmp(argv[1], "--set-threshold")) return set_threshold(argv[2], argv[3], atof(argv[4]));
   if (argc < 3) {
     fprintf(stderr, "usage: test_rel_output FIXTURES WORK\n");
     return 2;

@@ -109,6 +109,12 @@ expect 1 "eval NaN auto threshold of --tta" "d.h5 [val] image" "nan.h5" -- \
   "$BIN" eval --ckpt nan.h5 --data d.h5 --tta --threshold auto
 expect 1 "audit NaN" "nan.h5" "image" "probability nan" -- "$BIN" audit --ckpt nan.h5 --data d.h5 --split train --json
 
+# a stored threshold of 2.0 (would call every case negative): refused, naming the checkpoint
+"$TOOL" --set-threshold "$C" t2.h5 2.0 2> err.txt || bad "making the threshold-2 checkpoint: $(cat err.txt)"
+expect 1 "eval threshold 2" "t2.h5" "threshold" -- "$BIN" eval --ckpt t2.h5 --data d.h5 --split train --threshold auto
+expect 1 "predict threshold 2" "t2.h5" "threshold" -- "$BIN" predict --ckpt t2.h5 --threshold auto "$S/NORMAL/n4.pgm"
+expect 1 "audit threshold 2" "t2.h5" "threshold" -- "$BIN" audit --ckpt t2.h5 --data d.h5
+
 # ---- output paths that cannot be right ----
 cp d.h5 d.copy && cp "$C" c.copy
 mkdir -p adir

@@ -81,8 +81,8 @@ static const char *HELP =
     "directory or in a missing or read-only folder fails before any work (exit 1); an empty FILE, two\n"
     "outputs naming the same file, or an output naming an input (--data, --ckpt, --val-data) is bad usage.\n"
     "JSON strings are valid UTF-8 (bytes that are not become U+FFFD). A non-finite probability (a model\n"
-    "giving NaN) is an error naming the image, never a number in an output. Non-finite metrics are null\n"
-    "in JSON.\n"
+    "giving NaN) is an error naming the image, never a number in an output; so is a stored threshold\n"
+    "(--threshold auto) that is not a number in [0, 1]. Non-finite metrics are null in JSON.\n"
     "Exit status: 0 success, 2 bad usage, 1 any other error (one line on stderr naming the file).\n";
 
 /* One split's probabilities and labels, gathered on rank 0. */
