@@ -432,7 +432,10 @@ done:
 
 /* Writes the image to tmp: every write, the fsync and the close checked. errno of the first failure, 0. */
 static int write_file(const char *tmp, const char *buf, size_t len) {
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  /* a leftover of this pid (or a link planted at the name) is removed: the file is created, never
+   * written through whatever was there */
+  unlink(tmp);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (fd < 0) return errno ? errno : EIO;
   size_t off = 0;
   int err = 0;
