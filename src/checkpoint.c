@@ -411,7 +411,7 @@ static int build_image(const xd_model *m, const xd_optimizer *opt, const xd_trai
   }
   if (write_all(&w, m, opt, st, meta) != 0) goto done;
   rc = 0;
-done:
+done:;
   int closed = 1;
   if (w.f >= 0 && H5Fclose(w.f) < 0) {
     closed = 0;
