@@ -423,33 +423,49 @@ static int bmp_truncated(const unsigned char *b, size_t n, int w, int h) {
   return (uint64_t)offset + stride * (uint64_t)h > (uint64_t)n;
 }
 
-/* This stb_image version does not check that binary PNM pixel data is complete (and leaves the rest of
- * the buffer uninitialised), so compare against the size the header implies. */
-static int pnm_truncated(const unsigned char *b, size_t n) {
+/* A binary PNM header read by stb_image's own rules (whitespace " \t\n\v\f\r", comments from '#' to the
+ * end of the line), so that what is checked here is what stb_image will read: width, height, maxval and
+ * where the raster starts. This stb_image version neither bounds the numbers (a long digit run overflows
+ * an int) nor checks that the raster is complete (it leaves the rest of its buffer unwritten), so both
+ * are checked here first. 0, or -1 when the header is malformed. */
+static int pnm_header(const unsigned char *b, size_t n, uint32_t v[3], size_t *raster) {
   size_t i = 2;
-  uint64_t v[3] = {0, 0, 0};
   for (int k = 0; k < 3; k++) {
-    for (;;) { /* whitespace and comments */
-      while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n')) i++;
+    for (;;) {
+      while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\v' || b[i] == '\f' || b[i] == '\r')) i++;
       if (i < n && b[i] == '#') {
-        while (i < n && b[i] != '\n') i++;
+        while (i < n && b[i] != '\n' && b[i] != '\r') i++;
       } else {
         break;
       }
     }
-    if (i >= n || b[i] < '0' || b[i] > '9') return 1;
-    while (i < n && b[i] >= '0' && b[i] <= '9' && v[k] < ((uint64_t)1 << 40)) v[k] = v[k] * 10 + (uint64_t)(b[i++] - '0');
+    if (i >= n || b[i] < '0' || b[i] > '9') return -1;
+    uint64_t x = 0;
+    while (i < n && b[i] >= '0' && b[i] <= '9') {
+      x = x * 10 + (uint64_t)(b[i++] - '0');
+      if (x > 99999999u) return -1; /* far above any limit, and still far below INT_MAX */
+    }
+    v[k] = (uint32_t)x;
   }
-  i++; /* the single whitespace before the raster */
-  uint64_t need = xd_mul_sat(xd_mul_sat(v[0], v[1]), (b[1] == '6' ? 3u : 1u) * (v[2] > 255 ? 2u : 1u));
-  return xd_add_sat(i, need) > (uint64_t)n;
+  *raster = i + 1; /* the single whitespace character after maxval */
+  return 0;
 }
 
 static int decode_stb(const char *name, const char *kind, const unsigned char *buf, size_t len, raster *r,
                       xd_err *e) {
   if (len > (size_t)0x7fffffff) return fail_name(e, name, "file too large");
   int x = 0, y = 0, comp = 0;
-  if (buf[0] == 'G' && len >= 10) { /* stb_image refuses a large GIF screen with a generic reason */
+  int is_bmp = buf[0] == 'B', is_pnm = buf[0] == 'P', is_gif = buf[0] == 'G';
+  if (is_pnm) {
+    uint32_t v[3];
+    size_t raster = 0;
+    if (pnm_header(buf, len, v, &raster) != 0) return fail_name(e, name, "corrupt %s (malformed header)", kind);
+    XD_TRY(check_dims(name, v[0], v[1], 4u * 3u + 1u + 4u, e));
+    if (v[2] == 0 || v[2] > 65535) return fail_name(e, name, "corrupt %s (maximum value %u)", kind, v[2]);
+    uint64_t need = (uint64_t)v[0] * v[1] * (buf[1] == '6' ? 3u : 1u) * (v[2] > 255 ? 2u : 1u);
+    if (xd_add_sat(raster, need) > (uint64_t)len) return fail_name(e, name, "truncated %s file", kind);
+  }
+  if (is_gif && len >= 10) { /* stb_image refuses a large GIF screen with a generic reason */
     unsigned gw = buf[6] | (unsigned)buf[7] << 8, gh = buf[8] | (unsigned)buf[9] << 8;
     if (gw > XD_IMAGE_MAX_SIDE || gh > XD_IMAGE_MAX_SIDE || (uint64_t)gw * gh > XD_IMAGE_MAX_PIXELS)
       return check_dims(name, gw, gh, 1, e);
@@ -462,10 +478,8 @@ static int decode_stb(const char *name, const char *kind, const unsigned char *b
   if (x < 0 || y < 0) return fail_name(e, name, "corrupt %s (negative dimensions)", kind);
   /* stb_image's output (up to 4 bytes a pixel, plus a GIF's frame history), the gray copy, the resize. */
   XD_TRY(check_dims(name, (uint64_t)x, (uint64_t)y, 4u * 3u + 1u + 4u, e));
-  int is_bmp = buf[0] == 'B', is_pnm = buf[0] == 'P', is_gif = buf[0] == 'G';
   /* A GIF ends with its trailer byte; stb_image decodes a cut one with the missing pixels black. */
-  if ((is_bmp && bmp_truncated(buf, len, x, y)) || (is_pnm && pnm_truncated(buf, len)) ||
-      (is_gif && buf[len - 1] != 0x3B))
+  if ((is_bmp && bmp_truncated(buf, len, x, y)) || (is_gif && buf[len - 1] != 0x3B))
     return fail_name(e, name, "truncated %s file", kind);
   int w = 0, h = 0, c = 0;
   unsigned char *p = NULL;
