@@ -22,3 +22,6 @@ foreach(src ${XD_TEST_SH})
   add_test(NAME ${short} COMMAND bash ${src} $<TARGET_FILE:xray-dp> ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/testwork/${short})
   set_tests_properties(${short} PROPERTIES TIMEOUT 900 ENVIRONMENT "MPIEXEC=${MPIEXEC_EXECUTABLE};CKPT_DIFF=$<TARGET_FILE:ckpt_diff>")
 endforeach()
+
+# The fuzz targets' corpus and crash inputs replayed without libFuzzer (tests/fuzz/).
+include(${CMAKE_SOURCE_DIR}/tests/fuzz/replay.cmake)
