@@ -123,7 +123,7 @@ int xd_dsw_create(xd_dsw **out, const char *path, int height, int width, const c
   /* checksummed metadata (superblock v2, v2 object headers: HDF5 >= 1.8 reads them); the datasets get
    * Fletcher-32 checksums per chunk (create_extendible), so a flipped bit is an error on reading */
   hid_t fcpl = no_times_plist(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
-  if (fcpl < 0 || fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
+  if (fcpl < 0 || fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) < 0) {
     if (fcpl >= 0) H5Pclose(fcpl);
     if (fapl >= 0) H5Pclose(fapl);
     xd_h5_quiet_end(q);

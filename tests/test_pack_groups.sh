@@ -65,6 +65,6 @@ dva=$(paths def.h5 val | sed -n 's|^\([A-Z]*\)/\(person[0-9]*\)_.*|\1/\2|p' | so
 ok "pack groups by the Kaggle patient id by default"
 
 rc=0; "$X" pack src bad.h5 --group-regex '(' 2> err.txt || rc=$?
-[ $rc -eq 1 ] && grep -q "group-regex" err.txt && [ ! -e bad.h5 ] || { cat err.txt; fail "bad regex: status $rc"; }
+[ $rc -eq 2 ] && grep -q "group-regex" err.txt && [ ! -e bad.h5 ] || { cat err.txt; fail "bad regex: status $rc"; }
 ok "an invalid --group-regex is a one-line error and leaves no file"
 echo "pack_groups: $pass passed, 0 failed"
