@@ -112,4 +112,20 @@ rc=0; "${MPI[@]}" -np 2 "$X" train --data d.h5 --batch 15 --out u --quiet > u.ou
 [ $rc -ne 0 ] && grep -q "divisible" u.out || { cat u.out; fail "indivisible batch: status $rc"; }
 ok "indivisible --batch is refused"
 
+# the run folder under MPI (issue 9): rank 0 takes the lock, every rank exits 1, one line; the same for an
+# option contradicting the run being resumed
+"$X" train --data big.h5 --model keras-seed --batch 16 --epochs 100 --patience 0 --quiet --out busy &
+bp=$!
+for _ in $(seq 1 200); do grep -q "^pid $bp " busy/.lock 2>/dev/null && break; sleep 0.05; done
+rc=0; timeout 60 "${MPI[@]}" -np 2 "$X" train --data d.h5 --batch 16 --out busy --quiet > busy.out 2>&1 || rc=$?
+[ $rc -eq 1 ] || { cat busy.out; fail "np 2 into a folder in use: exit $rc, expected 1"; }
+[ "$(grep -c '^xray-dp' busy.out)" -eq 1 ] && grep -q "^xray-dp train: busy: run folder is in use by another training (pid $bp on host" busy.out ||
+  { cat busy.out; fail "np 2 into a folder in use: not exactly one line naming the holder"; }
+kill -TERM $bp; wait $bp || fail "the lock holder did not stop cleanly on SIGTERM"
+rc=0; timeout 60 "${MPI[@]}" -np 2 "$X" train --out busy --resume --batch 32 --quiet > busy.out 2>&1 || rc=$?
+[ $rc -eq 1 ] && [ "$(grep -c '^xray-dp' busy.out)" -eq 1 ] && grep -q -- "--batch 32: the run in busy/last.h5 was started with --batch 16" busy.out ||
+  { cat busy.out; fail "np 2 resume with a contradicting --batch: exit $rc"; }
+"${MPI[@]}" -np 2 "$X" train --out busy --resume --max-steps 1 --quiet || fail "np 2 resume of a 1-rank run failed"
+ok "run folder under np 2: a folder in use and a contradicting option end every rank with status 1 and one line"
+
 echo "dist: $pass passed, 0 failed"
