@@ -1196,7 +1196,9 @@ int xd_run_lock(const char *dir, xd_err *e) {
         return xd_fail(e, "%s: run folder is in use by another training (%s)", dir, who[0] ? who : "pid unknown");
       }
       close(fd);
-      return xd_fail(e, "%s: cannot lock the run folder: %s", path, strerror(err));
+      return xd_fail(e, "%s: cannot lock the run folder: %s%s", path, strerror(err),
+                     err == ENOLCK || err == ENOSYS || err == EOPNOTSUPP || err == EINVAL
+                         ? " (this file system does not support locks: put --out on one that does)" : "");
     }
     /* a holder that gave up removes the lock file: make sure the file locked is still the one at the path */
     struct stat a, b;

@@ -7,7 +7,7 @@
 set -uo pipefail
 X=$(realpath "$1"); SRC=$2; W=$3
 DIFF=${CKPT_DIFF:?CKPT_DIFF must point at the ckpt_diff tool}
-TOOL=$(dirname "$X")/test_rel_train
+TOOL=$(dirname "$X")/test_rel_train_unit
 rm -rf "$W"; mkdir -p "$W"; cd "$W" || exit 1
 W=$(pwd)
 source "$SRC/tests/lib.sh"
@@ -89,6 +89,16 @@ fails_with 1 "typo: nothing to resume (no last.h5)" "--resume on a mistyped fold
 "$X" train "${A[@]}" --out auto --resume auto --max-steps 9 && [ -f auto/last.h5 ] && ok || bad "--resume auto did not start a run"
 "$X" train --out auto --resume auto --quiet && ok || bad "--resume auto did not resume"
 "$DIFF" full/last.h5 auto/last.h5 0 --optim >/dev/null && ok || bad "--resume auto run differs from the uninterrupted one"
+# leftovers of a run killed before its first last.h5 (a row and best.h5 written, last.h5 not): --resume
+# finds nothing, a new run is refused, --resume auto (a requeued job) starts the run again
+"$X" train "${A[@]}" --out left --epochs 1 || bad "one-epoch run failed"
+rm left/last.h5
+fails_with 1 "left: nothing to resume (no last.h5)" "--resume on leftovers" -- "$X" train --out left --resume
+fails_with 1 "left: already holds a run (best.h5, metrics.csv with 1 epoch)" "new run on leftovers" -- \
+  "$X" train "${A[@]}" --out left
+run "$X" train "${A[@]}" --out left --resume auto
+[ "$(rc)" -eq 0 ] && "$DIFF" full/last.h5 left/last.h5 0 --optim >/dev/null && [ "$(grep -c '^=== ' left/train.log)" -eq 1 ] &&
+  grep -q "starting the run again" left/train.log && ok || bad "--resume auto on leftovers: $(cat "$W/err.txt")"
 fails_with 2 "--overwrite" "--resume with --overwrite" -- "$X" train --out auto --resume --overwrite
 fails_with 2 "--resume needs --out" "--resume without --out" -- "$X" train --resume
 

@@ -77,7 +77,8 @@ static const char *HELP =
     "                       --patience and --min-delta, and --data naming the same classes and image size.\n"
     "                       Rank count and threads may change. Ends with the same weights as an\n"
     "                       uninterrupted run.\n"
-    "  --resume auto        resume when DIR holds last.h5, else start a new run there (job scripts)\n"
+    "  --resume auto        resume when DIR holds last.h5, else start a new run there, replacing what a\n"
+    "                       run killed before its first last.h5 left (job scripts: a requeue)\n"
     "  --overwrite          start a new run in a folder holding an earlier one, replacing its last.h5,\n"
     "                       best.h5, metrics.csv and train.log (once the new run is set up)\n"
     "  --max-steps N        stop after N optimizer steps in total (0: write the initial weights)\n"
@@ -87,7 +88,8 @@ static const char *HELP =
     "  --threads T          OpenMP threads per rank (default OMP_NUM_THREADS, else the rank's cores)\n"
     "  --mem-cap MB         largest train shard a rank holds in memory (default 8192); a bigger shard is\n"
     "                       streamed from the file, the next batch read while the current one computes\n"
-    ARG_MEM_LIMIT_HELP
+    "  --mem-limit SIZE     refuse a run needing more memory than SIZE (model, optimizer state,\n"
+    "                       activations and images; e.g. 8G; default 90% of RAM), before reading the data\n"
     "  --quiet              no progress or epoch lines (errors still go to stderr)\n"
     "\n"
     "The default model is a recipe, not only a network: --model default (also when --model is not given)\n"
@@ -99,8 +101,9 @@ static const char *HELP =
     "\n"
     "SIGTERM, SIGUSR1 or Ctrl-C makes all ranks finish the current step, rank 0 write last.h5, and exit 0\n"
     "(a second Ctrl-C stops at once with status 1). A NaN or Inf in the loss, the weights, the optimizer\n"
-    "state or a validation metric stops the run with status 1 and last.h5 as it was after the last good\n"
-    "epoch.\n";
+    "state or a validation metric stops the run with status 1, last.h5 as last written (never a\n"
+    "non-finite state). Bad options exit 2; any other error ends every rank with status 1 and one line\n"
+    "on stderr.\n";
 
 /* ---- the run's settings ----
  * What makes a training run what it is. They are stored in last.h5 as key=value lines ("train_config")
