@@ -175,7 +175,12 @@ else
   echo "note: not root or no tmpfs: the read-only folder case is not run"
 fi
 
-# ---- 9. SIGTERM and SIGINT in the very first step: checkpoint, exit 0, resume to the same weights
+# ---- 9. stdout closed by its reader (`| head`): progress lines are lost, the run is not
+"$X" train --data d.h5 --model bn.model --batch 8 --epochs 3 --patience 0 --out piped | head -c 1 >/dev/null
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] && [ "$(($(wc -l < piped/metrics.csv) - 1))" -eq 3 ] && ok || bad "train | head: exit $rc, $(cat piped/metrics.csv)"
+
+# ---- 10. SIGTERM and SIGINT in the very first step: checkpoint, exit 0, resume to the same weights
 for sig in TERM INT; do
   "$X" train "${B[@]}" --out S$sig > s.out 2>&1 &
   pid=$!

@@ -623,6 +623,9 @@ int cmd_train(int argc, char **argv) {
     if (d.rank == 0) {
       time_t now = time(NULL);
       strftime(outbuf, sizeof outbuf, "runs/%Y%m%dT%H%M%SZ", gmtime(&now));
+      /* two runs started in the same second get two folders */
+      size_t len = strlen(outbuf);
+      for (int k = 2; k < 1000 && xd_file_exists(outbuf); k++) snprintf(outbuf + len, sizeof outbuf - len, "-%d", k);
     }
     xd_dist_bcast_idle(&d, outbuf, sizeof outbuf);
     inv.out = outbuf;

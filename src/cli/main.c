@@ -1,5 +1,6 @@
 /* xray-dp: git-style dispatch. With no subcommand, or only options, the command is `train`, so that
  * `mpirun -np 4 xray-dp --data d.h5` works. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +33,11 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
   H5dont_atexit();
+  /* every command ends with a status and a message, never by a signal: a file size limit (ulimit -f) and
+   * a reader that went away (`| head`) become write errors that the writers report (or, for train's
+   * progress lines on stdout, ignore: the run and its files go on) */
+  signal(SIGXFSZ, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
     usage(stdout);
     return 0;
