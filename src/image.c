@@ -228,7 +228,9 @@ static int decode_jpeg(const char *name, const unsigned char *buf, size_t len, r
     if (dims_failed) return -1;
     if (f.kind == 6) return check_dims(name, ci.image_width, ci.image_height, 1, e); /* above libjpeg's 65500 */
     char why[JMSG_LENGTH_MAX + 16];
-    safe_reason(f.msg, why, sizeof why);
+    const char *m = f.msg;
+    if (strncmp(m, "Corrupt JPEG data: ", 19) == 0) m += 19; /* "corrupt JPEG" is said once */
+    safe_reason(m, why, sizeof why);
     switch (f.kind) {
       case 2: return fail_name(e, name, "truncated JPEG file (premature end of data)");
       case 3: return fail_name(e, name, "corrupt JPEG (%s)", why);
