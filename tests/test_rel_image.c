@@ -1,7 +1,7 @@
 /* Issue 9, item 7 and its kind: damaged images never give pixels from undefined memory, and are refused
  * with a reason instead of being decoded into invented pixels.
  *
- * 44 valid files of every kind src/image.c decodes (JPEG: gray, 4:2:0, 4:4:4, RGB, CMYK, YCCK,
+ * 43 valid files of every kind src/image.c decodes (JPEG: gray, 4:2:0, 4:4:4, RGB, CMYK, YCCK,
  * progressive, arithmetic, restart markers, 1-pixel and 1-row; PNG: 1/2/4/8/16-bit gray, RGB, palette with
  * transparency, gray+alpha, RGBA, interlaced; BMP 8/24/32-bit; GIF; PGM/PPM 8/16-bit) are made with the
  * real encoders and decoded exactly (lossless) or closely (JPEG). Then every one is cut at up to ~170
