@@ -415,12 +415,19 @@ static uint32_t le32(const unsigned char *p) {
 
 /* stb_image reads missing BMP pixel rows as zeros; compare the size the header implies. */
 static int bmp_truncated(const unsigned char *b, size_t n, int w, int h) {
-  if (n < 34) return 1;
+  if (n < 26) return 1;
   uint32_t offset = le32(b + 10), hsz = le32(b + 14);
-  if (hsz < 40) return 0; /* old OS/2 headers: leave to stb_image */
-  int bpp = b[28] | b[29] << 8;
-  uint32_t compression = le32(b + 30);
-  if (compression != 0 && compression != 3) return 0; /* RLE: stb_image refuses it */
+  int bpp;
+  if (hsz == 12) { /* OS/2 1.x core header: 16-bit sizes, no compression */
+    bpp = b[24] | b[25] << 8;
+  } else if (hsz >= 40) {
+    if (n < 34) return 1;
+    bpp = b[28] | b[29] << 8;
+    uint32_t compression = le32(b + 30);
+    if (compression != 0 && compression != 3) return 0; /* RLE: stb_image refuses it */
+  } else {
+    return 0; /* other headers: stb_image refuses them */
+  }
   uint64_t stride = (((uint64_t)w * (uint64_t)bpp + 31) / 32) * 4;
   return (uint64_t)offset + stride * (uint64_t)h > (uint64_t)n;
 }

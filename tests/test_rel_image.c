@@ -1,9 +1,9 @@
 /* Issue 9, item 7 and its kind: damaged images never give pixels from undefined memory, and are refused
  * with a reason instead of being decoded into invented pixels.
  *
- * 43 valid files of every kind src/image.c decodes (JPEG: gray, 4:2:0, 4:4:4, RGB, CMYK, YCCK,
+ * 44 valid files of every kind src/image.c decodes (JPEG: gray, 4:2:0, 4:4:4, RGB, CMYK, YCCK,
  * progressive, arithmetic, restart markers, 1-pixel and 1-row; PNG: 1/2/4/8/16-bit gray, RGB, palette with
- * transparency, gray+alpha, RGBA, interlaced; BMP 8/24/32-bit; GIF; PGM/PPM 8/16-bit) are made with the
+ * transparency, gray+alpha, RGBA, interlaced; BMP 8/24/32-bit and OS/2; GIF; PGM/PPM 8/16-bit) are made with the
  * real encoders and decoded exactly (lossless) or closely (JPEG). Then every one is cut at up to ~170
  * places and has bytes flipped at ~80 places, three ways each: every cut file must be refused, and each
  * damaged file is decoded twice, the allocator filling fresh memory with a different byte each time
@@ -176,7 +176,10 @@ static void make_bases(void) {
     if (b) set_expect(&bases[nbases - 1], bm[i].bits != 8, 0, 0);
   }
   size_t n = 0;
-  unsigned char *b = gen_gif(40, 40, &n);
+  unsigned char *b = gen_bmp_os2(40, 40, &n);
+  add_base("bmp_os2.bmp", F_BMP, 40, 40, b, n);
+  if (b) set_expect(&bases[nbases - 1], 1, 0, 0);
+  b = gen_gif(40, 40, &n);
   add_base("gif.gif", F_GIF, 40, 40, b, n);
   if (b) set_expect(&bases[nbases - 1], 0, 0, 0);
   b = gen_gif(1, 1, &n);

@@ -237,6 +237,28 @@ static inline unsigned char *gen_bmp(int w, int h, int bits, size_t *n) {
   return g.b;
 }
 
+/* An OS/2 1.x BMP (12-byte core header), 24-bit. */
+static inline unsigned char *gen_bmp_os2(int w, int h, size_t *n) {
+  gen_buf g = {0};
+  uint32_t stride = ((uint32_t)w * 3 + 3) & ~3u, off = 14 + 12;
+  gen_put(&g, "BM", 2);
+  gen_le32(&g, off + stride * (uint32_t)h);
+  gen_le32(&g, 0);
+  gen_le32(&g, off);
+  gen_le32(&g, 12);
+  gen_le16(&g, (unsigned)w);
+  gen_le16(&g, (unsigned)h);
+  gen_le16(&g, 1);
+  gen_le16(&g, 24);
+  for (int y = h - 1; y >= 0; y--) {
+    for (int x = 0; x < w; x++)
+      for (int k = 2; k >= 0; k--) gen_u8(&g, gen_px(x, y, k, w, h)); /* blue, green, red */
+    for (uint32_t x = (uint32_t)w * 3; x < stride; x++) gen_u8(&g, 0);
+  }
+  *n = g.n;
+  return g.b;
+}
+
 /* ---- GIF: 8-bit gray palette, LZW with a clear code every 250 pixels so codes stay 9 bits ---- */
 static inline unsigned char *gen_gif(int w, int h, size_t *n) {
   gen_buf g = {0}, lzw = {0};

@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
   b = gen_bmp(9, 7, 24, &n), fails += !b || put(argv[1], "rgb24.bmp", b, n) != 0, files++, free(b);
   b = gen_bmp(6, 5, 32, &n), fails += !b || put(argv[1], "rgba32.bmp", b, n) != 0, files++, free(b);
   b = gen_bmp(7, 6, 8, &n), fails += !b || put(argv[1], "pal8.bmp", b, n) != 0, files++, free(b);
+  b = gen_bmp_os2(5, 4, &n), fails += !b || put(argv[1], "os2.bmp", b, n) != 0, files++, free(b);
   b = gen_gif(12, 9, &n), fails += !b || put(argv[1], "gray.gif", b, n) != 0, files++, free(b);
   b = gen_pnm(10, 8, 0, 0, &n), fails += !b || put(argv[1], "gray.pgm", b, n) != 0, files++, free(b);
   b = gen_pnm(6, 5, 1, 0, &n), fails += !b || put(argv[1], "rgb.ppm", b, n) != 0, files++, free(b);
