@@ -5,7 +5,7 @@
 # --resume on a folder without last.h5 never starts a new run (--resume auto does, by choice).
 # Usage: bash tests/test_rel_resume.sh XRAYDP SOURCE_DIR WORK_DIR
 set -uo pipefail
-X=$(realpath "$1"); SRC=$2; W=$3
+X=$(realpath "$1"); SRC=$(realpath "$2"); W=$3
 DIFF=${CKPT_DIFF:?CKPT_DIFF must point at the ckpt_diff tool}
 TOOL=$(dirname "$X")/test_rel_train_unit
 rm -rf "$W"; mkdir -p "$W"; cd "$W" || exit 1
