@@ -4,9 +4,11 @@
 set -euo pipefail
 # libjpeg-turbo and libpng decode JPEG/PNG (they report damaged files); stb_image does BMP/GIF/PNM.
 pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libstb-dev libjpeg-dev
-  libpng-dev gnuplot-nox)
+  libpng-dev gnuplot-nox libmicrohttpd-dev nettle-dev)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(file jq)
+  # tests/test_serve*.sh: curl drives the server, headless Chromium (selenium) loads its page.
+  pkgs+=(curl chromium chromium-driver python3-selenium)
   # valgrind: tests/test_rel_image.c's memcheck pass over damaged images; clang with its sanitizer and
   # libFuzzer runtime (a Recommends, so named) and LLVM's OpenMP: the fuzz targets (tests/fuzz/).
   pkgs+=(valgrind clang libclang-rt-dev libomp-dev)
