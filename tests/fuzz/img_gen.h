@@ -79,7 +79,7 @@ static inline void gen_jerr_exit(j_common_ptr c) { longjmp(((gen_jerr *)c->err)-
 
 static inline unsigned char *gen_jpeg(const gen_jpeg_opts *o, size_t *n) {
   int comps = (o->kind == GEN_JPEG_GRAY) ? 1 : (o->kind == GEN_JPEG_CMYK || o->kind == GEN_JPEG_YCCK) ? 4 : 3;
-  uint8_t *px = gen_pixels(o->w, o->h, comps);
+  uint8_t *volatile px = gen_pixels(o->w, o->h, comps); /* volatile: read after longjmp */
   if (!px) return NULL;
   struct jpeg_compress_struct c;
   gen_jerr je;
