@@ -4,8 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "h5util.h"
+
+/* The longest path a dataset may store (a path is a file name; anything longer is corruption). */
+#define PATH_BYTES_MAX ((size_t)1 << 16)
 
 #define XD_F32_BLOCK 64 /* images converted per read in xd_dataset_read_f32 */
 
@@ -139,6 +144,68 @@ static hid_t open_u8(xd_dataset *d, const char *name, int rank, hsize_t *dims, x
   return ds;
 }
 
+/* A variable-length string is stored as a reference: its length (4 bytes), then where its bytes are in a
+ * global heap. HDF5 allocates the declared length before it looks at the bytes, so a corrupt length
+ * (0xFFFFFFF0) costs 4 GiB per path: the references are checked here, from the raw storage, before any
+ * path is read. Chunked storage without filters (what xray-dp writes) and contiguous storage are
+ * checked; other layouts are left to the bounded reader. 0, or -1 naming the first bad row. */
+static int check_path_refs(xd_dataset *d, const char *p, const char *full, int64_t n, xd_err *e) {
+  /* on disk a reference is: length (4 bytes), heap collection address (the file's address size), index (4) */
+  size_t ref_size = 0, sizeof_addr = 0, sizeof_size = 0;
+  hid_t fcpl = H5Fget_create_plist(d->file);
+  if (fcpl >= 0 && H5Pget_sizes(fcpl, &sizeof_addr, &sizeof_size) >= 0) ref_size = 8 + sizeof_addr;
+  if (fcpl >= 0) H5Pclose(fcpl);
+  if (n <= 0 || ref_size <= 8) return 0;
+  hid_t dcpl = H5Dget_create_plist(d->paths);
+  if (dcpl < 0) return 0;
+  H5D_layout_t layout = H5Pget_layout(dcpl);
+  int nfilters = H5Pget_nfilters(dcpl);
+  hsize_t chunk[1] = {0};
+  if (layout == H5D_CHUNKED && H5Pget_chunk(dcpl, 1, chunk) != 1) chunk[0] = 0;
+  H5Pclose(dcpl);
+  uint64_t rows_per = layout == H5D_CHUNKED ? (uint64_t)chunk[0] : (uint64_t)n;
+  if (rows_per == 0 || nfilters != 0 || (layout != H5D_CHUNKED && layout != H5D_CONTIGUOUS)) return 0;
+  if (rows_per > ((uint64_t)1 << 20)) return 0; /* a foreign writer's huge chunks: the bounded reader only */
+  size_t bytes = (size_t)rows_per * ref_size;
+  unsigned char *buf = malloc(bytes);
+  if (!buf) return xd_fail(e, "%s: out of memory checking %s", p, full);
+  int rc = 0, fd = -1;
+  haddr_t off = 0;
+  if (layout == H5D_CONTIGUOUS) {
+    off = H5Dget_offset(d->paths);
+    fd = off == HADDR_UNDEF ? -1 : open(d->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) rows_per = 0; /* nothing stored (or unreadable): the bounded reader decides */
+  }
+  for (int64_t r0 = 0; rc == 0 && rows_per > 0 && r0 < n; r0 += (int64_t)rows_per) {
+    int64_t rows = n - r0 < (int64_t)rows_per ? n - r0 : (int64_t)rows_per;
+    if (layout == H5D_CHUNKED) {
+      hsize_t offset[1] = {(hsize_t)r0}, got = 0;
+      uint32_t mask = 0;
+      if (H5Dget_chunk_storage_size(d->paths, offset, &got) < 0 || got != bytes ||
+          H5Dread_chunk(d->paths, H5P_DEFAULT, offset, &mask, buf) < 0) {
+        rc = xd_fail(e, "%s: %s: cannot read the stored references of rows %lld.. (file corrupt?)", p, full,
+                     (long long)r0);
+        break;
+      }
+    } else if (pread(fd, buf, (size_t)rows * ref_size, (off_t)off) != (ssize_t)((size_t)rows * ref_size)) {
+      rc = xd_fail(e, "%s: %s: cannot read the stored references (file truncated?)", p, full);
+      break;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+      const unsigned char *q = buf + (size_t)i * ref_size;
+      uint32_t len = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+      if (len > PATH_BYTES_MAX) {
+        rc = xd_fail(e, "%s: %s[%lld] declares a path of %u bytes (at most %zu; file corrupt?)", p, full,
+                     (long long)(r0 + i), len, PATH_BYTES_MAX);
+        break;
+      }
+    }
+  }
+  if (fd >= 0) close(fd);
+  free(buf);
+  return rc;
+}
+
 static int open_split(xd_dataset *d, xd_err *e) {
   const char *p = d->path, *sp = d->split;
   xd_dataset_info *in = &d->info;
@@ -210,15 +277,19 @@ static int open_split(xd_dataset *d, xd_err *e) {
   hid_t t = H5Dget_type(d->paths);
   int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0;
   size_t ref_size = t >= 0 ? H5Tget_size(t) : 0; /* a variable-length string's reference in the file */
+  /* HDF5 has no conversion between character sets: the memory type must carry the file's */
+  H5T_cset_t cset = ok ? H5Tget_cset(t) : H5T_CSET_ERROR;
   if (t >= 0) H5Tclose(t);
+  if (ok && cset != H5T_CSET_ASCII && cset != H5T_CSET_UTF8) ok = 0;
   if (!ok) return xd_fail(e, "%s: %s must be a 1-D array of variable-length strings", p, full);
   if (pdims[0] != idims[0])
     return xd_fail(e, "%s: %s has %llu rows but /%s/images has %llu", p, full, (unsigned long long)pdims[0], sp,
                    (unsigned long long)idims[0]);
   /* the references to the strings must all be stored */
   if (xd_h5_check_storage(d->paths, ref_size ? ref_size : 16, why, sizeof why) != 0) return xd_fail(e, "%s: %s %s", p, full, why);
+  if (check_path_refs(d, p, full, (int64_t)pdims[0], e) != 0) return -1;
   d->str_type = H5Tcopy(H5T_C_S1);
-  if (d->str_type < 0 || H5Tset_size(d->str_type, H5T_VARIABLE) < 0)
+  if (d->str_type < 0 || H5Tset_size(d->str_type, H5T_VARIABLE) < 0 || H5Tset_cset(d->str_type, cset) < 0)
     return xd_fail_at(e, __FILE__, __LINE__, "%s: HDF5 string type", p);
   uint64_t block = xd_mul_sat(xd_mul_sat(XD_F32_BLOCK, (uint64_t)in->height), (uint64_t)in->width);
   snprintf(what, sizeof what, "%s: the read buffer for %dx%d images", p, in->height, in->width);
@@ -338,25 +409,41 @@ int xd_dataset_read_f32(xd_dataset *d, int64_t a, int64_t b, float *images, uint
   return 0;
 }
 
+/* Variable-length reads get their memory from here (a second line of defence after check_path_refs). */
+static void *bounded_alloc(size_t size, void *info) {
+  if (size > PATH_BYTES_MAX) {
+    *(int *)info = 1;
+    return NULL;
+  }
+  return malloc(size ? size : 1);
+}
+static void bounded_free(void *p, void *info) { free(p); }
+
 int xd_dataset_read_path(xd_dataset *d, int64_t i, char *buf, size_t n, xd_err *e) {
   XD_TRY(check_range(d, i, i + 1, e));
   hsize_t start[1] = {(hsize_t)i}, count[1] = {1};
   char *s = NULL;
   xd_h5_quiet q = xd_h5_quiet_begin();
   xd_h5_seen_reset();
-  hid_t fs = H5Dget_space(d->paths), ms = H5Screate_simple(1, count, NULL);
+  hid_t fs = H5Dget_space(d->paths), ms = H5Screate_simple(1, count, NULL), dx = H5Pcreate(H5P_DATASET_XFER);
   herr_t rc = -1;
-  if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
-    rc = H5Dread(d->paths, d->str_type, ms, fs, H5P_DEFAULT, &s);
+  int too_long = 0;
+  if (fs >= 0 && ms >= 0 && dx >= 0 && H5Pset_vlen_mem_manager(dx, bounded_alloc, &too_long, bounded_free, NULL) >= 0 &&
+      H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
+    rc = H5Dread(d->paths, d->str_type, ms, fs, dx, &s);
   int checksum = xd_h5_seen_checksum();
+  if (dx >= 0) H5Pclose(dx);
   if (ms >= 0) H5Sclose(ms);
   if (fs >= 0) H5Sclose(fs);
   xd_h5_quiet_end(q);
+  if (rc < 0 && too_long)
+    return xd_fail(e, "%s: /%s/paths[%lld] declares a path longer than %zu bytes (file corrupt?)", d->path, d->split,
+                   (long long)i, PATH_BYTES_MAX);
   if (rc < 0 && checksum)
     return xd_fail(e, "%s: checksum mismatch in /%s/paths (file corrupted; path %lld)", d->path, d->split, (long long)i);
   if (rc < 0) return xd_fail(e, "%s: cannot read /%s/paths[%lld] (file corrupt?)", d->path, d->split, (long long)i);
   if (n) snprintf(buf, n, "%s", s ? s : "");
-  H5free_memory(s);
+  free(s);
   return 0;
 }
 

@@ -150,14 +150,14 @@ int xd_dsw_create(xd_dsw **out, const char *path, int height, int width, const c
   XD_H5_GOTO(w->str_type, e, "%s: HDF5 string type", path);
   XD_H5_GOTO(H5Tset_size(w->str_type, H5T_VARIABLE), e, "%s: HDF5 string type", path);
   XD_H5_GOTO(H5Tset_cset(w->str_type, H5T_CSET_UTF8), e, "%s: HDF5 string type", path);
-  DSW_GOTO(xd_h5_attr_write_str(w->file, "format", "xray-dp-dataset"), e, "%s: writing attributes", path);
+  DSW_GOTO(xd_h5_attr_write_fstr(w->file, "format", "xray-dp-dataset"), e, "%s: writing attributes", path);
   DSW_GOTO(xd_h5_attr_write_int(w->file, "version", 1), e, "%s: writing attributes", path);
-  DSW_GOTO(xd_h5_attr_write_strs(w->file, "class_names", class_names, nclasses), e, "%s: writing attributes",
+  DSW_GOTO(xd_h5_attr_write_fstrs(w->file, "class_names", class_names, nclasses), e, "%s: writing attributes",
            path);
   DSW_GOTO(xd_h5_attr_write_int(w->file, "height", height), e, "%s: writing attributes", path);
   DSW_GOTO(xd_h5_attr_write_int(w->file, "width", width), e, "%s: writing attributes", path);
   DSW_GOTO(xd_h5_attr_write_int(w->file, "channels", 1), e, "%s: writing attributes", path);
-  DSW_GOTO(xd_h5_attr_write_str(w->file, "source", source), e, "%s: writing attributes", path);
+  DSW_GOTO(xd_h5_attr_write_fstr(w->file, "source", source), e, "%s: writing attributes", path);
   xd_h5_quiet_end(q);
   *out = w;
   return 0;

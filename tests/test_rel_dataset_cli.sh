@@ -69,4 +69,11 @@ done
 "$BIN" pack "$S" "$W/p.h5" --size 16 > /dev/null 2> "$W/pack.err" || bad "pack: $(cat "$W/pack.err")"
 run "$BIN" info "$W/p.h5" --verify
 [ "$(rc)" -eq 0 ] && grep -q "^train" "$W/out.txt" && ok || bad "info --verify on a packed file: $(cat "$W/err.txt")"
+# a path whose stored length field says 4 GiB (found by the fuzzer): refused from the raw references at
+# open, before HDF5 allocates anything (it used to allocate 4 GiB per path: 8.4 GB RSS)
+F4G=$SRC/tests/fuzz/regress/dataset/dataset_vlen_4g.h5
+t0=$(ms)
+fails_with 1 "dataset_vlen_4g.h5: /train/paths[0] declares a path of 4294967280 bytes" "4 GiB path length" -- \
+  "$BIN" info "$F4G" --mem-limit 256M
+[ $(( $(ms) - t0 )) -lt 5000 ] && ok || bad "the 4 GiB path length took $(( $(ms) - t0 )) ms"
 finish rel_dataset_cli
