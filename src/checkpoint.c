@@ -82,7 +82,7 @@ static int check_values(const float *x, size_t n, int nonneg, const char *dspath
       snprintf(what, sizeof what, "a negative value");
       snprintf(value, sizeof value, "%.3g at index %zu; ", (double)v, k);
     }
-    return xd_fail(e, "%s holds %s (%slayer %d, line %d of the model)", dspath, what, value, i + 1, L->line);
+    return xd_fail(e, "%s holds %s (%slayer %d, line %d of the model)", dspath, what, value, i, L->line);
   }
   return 0;
 }
@@ -549,7 +549,7 @@ static void dims_str(char *buf, size_t n, int rank, const hsize_t *d) {
 static int read_tensor(reader *r, const char *dspath, const tensor_desc *t, const xd_layer *L, int i, int nonneg,
                        float *out) {
   char at[64];
-  snprintf(at, sizeof at, "layer %d, line %d of the model", i + 1, L->line);
+  snprintf(at, sizeof at, "layer %d, line %d of the model", i, L->line);
   xd_h5_seen_reset();
   int found = xd_h5_find(r->f, dspath);
   if (found == 0) return xd_fail(r->e, "%s: missing dataset %s (%s)", r->path, dspath, at);

@@ -585,12 +585,12 @@ typedef struct {
 } crafted;
 
 static const crafted bad_files[] = {
-    {"nan_weight", m_nan_weight, 0, "/params/2/weight holds NaN (layer 3, line 4 of the model)"},
-    {"inf_bias", m_inf_bias, 0, "/params/0/bias holds +Inf (layer 1, line 2 of the model)"},
+    {"nan_weight", m_nan_weight, 0, "/params/2/weight holds NaN (layer 2, line 4 of the model)"},
+    {"inf_bias", m_inf_bias, 0, "/params/0/bias holds +Inf (layer 0, line 2 of the model)"},
     {"neg_running_var", m_neg_var, 0, "/params/1/running_var holds a negative value"},
     {"nan_running_mean", m_nan_mean, 0, "/params/6/running_mean holds NaN"},
     {"neg_adam_v", m_neg_v, 1, "/optim/v/0/weight holds a negative value"},
-    {"nan_adam_m", m_nan_m, 1, "/optim/m/9/weight holds NaN (layer 10"},
+    {"nan_adam_m", m_nan_m, 1, "/optim/m/9/weight holds NaN (layer 9"},
     {"inf_ema", m_inf_ema, 1, "/optim/ema/0/weight holds -Inf"},
     {"threshold_nan", m_thr_nan, 0, "attribute 'threshold' = nan is not in [0, 1]"},
     {"threshold_2", m_thr_2, 0, "attribute 'threshold' = 2 is not in [0, 1]"},
@@ -623,7 +623,7 @@ static const crafted bad_files[] = {
     {"no_fletcher", m_no_fletcher, 0, "/params/0/bias has no checksum"},
     {"unwritten_tensor", m_unwritten, 0, "/params/0/bias declares 4 rows (16 bytes) but stores only 0 bytes"},
     {"tensor_is_group", m_group, 0, "/params/9/bias is not a dataset"},
-    {"missing_tensor", m_missing, 0, "missing dataset /params/7/bias (layer 8, line 9 of the model)"},
+    {"missing_tensor", m_missing, 0, "missing dataset /params/7/bias (layer 7, line 9 of the model)"},
     {"soft_link", m_soft, 0, "/params/0/bias is a soft or external link"},
     {"external_link_fifo", m_ext_link, 0, "/params/0/bias is a soft or external link"},
     {"external_storage_fifo", m_ext_storage, 0, "/params/0/bias keeps its data in external files"},
@@ -715,7 +715,7 @@ static void test_save_refuses(void) {
   const xd_layer *L = &F.m.layers[2];
   float keep = F.m.params[L->w_off + 3];
   F.m.params[L->w_off + 3] = NAN;
-  snprintf(want, sizeof want, "/params/2/weight holds NaN (layer 3, line %d of the model)", L->line);
+  snprintf(want, sizeof want, "/params/2/weight holds NaN (layer 2, line %d of the model)", L->line);
   save_refused(&F, NULL, want);
   F.m.params[L->w_off + 3] = keep;
   L = &F.m.layers[1];
@@ -726,7 +726,7 @@ static void test_save_refuses(void) {
   save_refused(&F, &F.o, "/optim/v/0/weight holds a negative value");
   F.o.v[7] = 0;
   F.o.m[F.m.layers[9].b_off] = INFINITY;
-  save_refused(&F, &F.o, "/optim/m/9/bias holds +Inf (layer 10");
+  save_refused(&F, &F.o, "/optim/m/9/bias holds +Inf (layer 9");
   F.o.m[F.m.layers[9].b_off] = 0;
   F.o.ema[0] = NAN;
   save_refused(&F, &F.o, "/optim/ema/0/weight holds NaN");
@@ -750,7 +750,7 @@ static void test_save_refuses(void) {
   xd_err e = {{0}};
   CHECK(xd_checkpoint_check_values(&F.m, &F.o, &e) == 0);
   F.m.params[F.m.layers[7].w_off] = -INFINITY;
-  CHECK(xd_checkpoint_check_values(&F.m, &F.o, &e) == -1 && strstr(e.msg, "/params/7/weight holds -Inf (layer 8"));
+  CHECK(xd_checkpoint_check_values(&F.m, &F.o, &e) == -1 && strstr(e.msg, "/params/7/weight holds -Inf (layer 7"));
   F.m.params[F.m.layers[7].w_off] = 0;
   /* a save into a missing folder names the reason */
   CHECK(xd_checkpoint_save(wp("nope/last.h5"), &F.m, NULL, &F.st, &F.meta, &e) == -1 &&
