@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h5util.h"
@@ -144,6 +146,136 @@ static hid_t open_u8(xd_dataset *d, const char *name, int rank, hsize_t *dims, x
   return ds;
 }
 
+/* The global heap collection a path's bytes live in has no checksum in any HDF5 format, and libhdf5
+ * 1.10 trusts it: a corrupt object size made H5HG_read copy past its buffer (SIGSEGV), a zero one
+ * made its decoder loop forever (both found by the fuzzer). Before HDF5 reads any path, every
+ * collection the references point to is checked here against the documented layout ("GCOL", version
+ * 1, its size, then objects: index (2 bytes), reference count (2), reserved (4), size, data padded to
+ * 8 bytes; index 0 is the free space and takes the rest) and each reference must name an object of
+ * exactly its length. Anything else refuses the file. */
+typedef struct {
+  uint64_t addr;
+  uint16_t nobj;
+  uint16_t *idx;
+  uint64_t *size;
+} gh_coll;
+
+typedef struct {
+  int fd;
+  uint64_t file_size;
+  size_t sizeof_size;
+  gh_coll *c;
+  int n, cap;
+} gh_cache;
+
+static uint64_t le_n(const unsigned char *q, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n && i < 8; i++) v |= (uint64_t)q[i] << (8 * i);
+  return v;
+}
+
+/* 0 ok, -1 malformed (why filled). */
+static int gh_load(gh_cache *g, uint64_t addr, gh_coll *out, const char **why) {
+  const size_t ss = g->sizeof_size, hdr = 8 + ss;
+  unsigned char head[16];
+  *why = "unreadable";
+  if (ss < 2 || ss > 8 || addr > g->file_size || g->file_size - addr < hdr) return -1;
+  if (pread(g->fd, head, hdr, (off_t)addr) != (ssize_t)hdr) return -1;
+  *why = "no global heap collection where a path points";
+  if (memcmp(head, "GCOL", 4) != 0 || head[4] != 1) return -1;
+  uint64_t size = le_n(head + 8, ss);
+  *why = "global heap collection of an impossible size";
+  if (size < hdr || size > g->file_size - addr || size > ((uint64_t)64 << 20)) return -1;
+  unsigned char *b = malloc((size_t)size);
+  if (!b) return -1;
+  *why = "unreadable global heap collection";
+  if (pread(g->fd, b, (size_t)size, (off_t)addr) != (ssize_t)size) {
+    free(b);
+    return -1;
+  }
+  size_t cap = 16, n = 0;
+  out->idx = malloc(cap * sizeof *out->idx);
+  out->size = malloc(cap * sizeof *out->size);
+  out->addr = addr;
+  uint64_t p = hdr;
+  int rc = 0;
+  *why = "malformed global heap collection";
+  while (out->idx && out->size && p < size) {
+    const uint64_t ohdr = 8 + ss;
+    if (size - p < ohdr) { rc = -1; break; }
+    uint16_t ix = (uint16_t)le_n(b + p, 2);
+    uint64_t osz = le_n(b + p + 8, ss);
+    if (ix == 0) { /* free space: exactly the rest of the collection */
+      if (osz != size - p) rc = -1;
+      break;
+    }
+    uint64_t padded = (osz + 7) / 8 * 8;
+    if (osz > size || padded > size - p - ohdr) { rc = -1; break; }
+    for (size_t k = 0; k < n; k++)
+      if (out->idx[k] == ix) rc = -1;
+    if (rc) break;
+    if (n == cap) {
+      cap *= 2;
+      uint16_t *ni = realloc(out->idx, cap * sizeof *ni);
+      if (ni) out->idx = ni;
+      uint64_t *ns = realloc(out->size, cap * sizeof *ns);
+      if (ns) out->size = ns;
+      if (!ni || !ns) { rc = -1; break; }
+    }
+    out->idx[n] = ix;
+    out->size[n] = osz;
+    n++;
+    p += ohdr + padded;
+  }
+  if (!out->idx || !out->size || n > 65535) rc = -1;
+  out->nobj = (uint16_t)n;
+  free(b);
+  if (rc) {
+    free(out->idx);
+    free(out->size);
+    out->idx = NULL;
+    out->size = NULL;
+  }
+  return rc;
+}
+
+/* 0 if the reference (addr, index) names an object of exactly len bytes in a well-formed collection. */
+static int gh_check(gh_cache *g, uint64_t addr, uint32_t ix, uint32_t len, const char **why) {
+  gh_coll *c = NULL;
+  for (int i = 0; i < g->n; i++)
+    if (g->c[i].addr == addr) c = &g->c[i];
+  if (!c) {
+    if (g->n == g->cap) {
+      int cap = g->cap ? 2 * g->cap : 16;
+      gh_coll *nc = realloc(g->c, (size_t)cap * sizeof *nc);
+      if (!nc) {
+        *why = "out of memory";
+        return -1;
+      }
+      g->c = nc;
+      g->cap = cap;
+    }
+    if (gh_load(g, addr, &g->c[g->n], why) != 0) return -1;
+    c = &g->c[g->n++];
+  }
+  for (int k = 0; k < c->nobj; k++)
+    if (c->idx[k] == ix) {
+      if (c->size[k] == len) return 0;
+      *why = "a path whose length differs from its stored bytes";
+      return -1;
+    }
+  *why = "a path pointing to a missing global heap object";
+  return -1;
+}
+
+static void gh_free(gh_cache *g) {
+  for (int i = 0; i < g->n; i++) {
+    free(g->c[i].idx);
+    free(g->c[i].size);
+  }
+  free(g->c);
+}
+
 /* A variable-length string is stored as a reference: its length (4 bytes), then where its bytes are in a
  * global heap. HDF5 allocates the declared length before it looks at the bytes, so a corrupt length
  * (0xFFFFFFF0) costs 4 GiB per path: the references are checked here, from the raw storage, before any
@@ -155,28 +287,38 @@ static int check_path_refs(xd_dataset *d, const char *p, const char *full, int64
   hid_t fcpl = H5Fget_create_plist(d->file);
   if (fcpl >= 0 && H5Pget_sizes(fcpl, &sizeof_addr, &sizeof_size) >= 0) ref_size = 8 + sizeof_addr;
   if (fcpl >= 0) H5Pclose(fcpl);
-  if (n <= 0 || ref_size <= 8) return 0;
+  if (n <= 0) return 0;
+  if (ref_size <= 8 || sizeof_addr > 8 || sizeof_size < 2 || sizeof_size > 8)
+    return xd_fail(e, "%s: %s: unsupported address sizes in this HDF5 file", p, full);
   hid_t dcpl = H5Dget_create_plist(d->paths);
-  if (dcpl < 0) return 0;
+  if (dcpl < 0) return xd_fail(e, "%s: %s: cannot read its storage properties (file corrupt?)", p, full);
   H5D_layout_t layout = H5Pget_layout(dcpl);
   int nfilters = H5Pget_nfilters(dcpl);
   hsize_t chunk[1] = {0};
   if (layout == H5D_CHUNKED && H5Pget_chunk(dcpl, 1, chunk) != 1) chunk[0] = 0;
   H5Pclose(dcpl);
   uint64_t rows_per = layout == H5D_CHUNKED ? (uint64_t)chunk[0] : (uint64_t)n;
-  if (rows_per == 0 || nfilters != 0 || (layout != H5D_CHUNKED && layout != H5D_CONTIGUOUS)) return 0;
-  if (rows_per > ((uint64_t)1 << 20)) return 0; /* a foreign writer's huge chunks: the bounded reader only */
+  /* what xray-dp writes: chunked, no filters. Contiguous storage (h5py's default) is checked too. */
+  if (nfilters != 0 || (layout != H5D_CHUNKED && layout != H5D_CONTIGUOUS) || rows_per == 0 ||
+      rows_per > ((uint64_t)1 << 20))
+    return xd_fail(e, "%s: %s: stored in a layout xray-dp cannot check (chunked without filters or contiguous)",
+                   p, full);
   size_t bytes = (size_t)rows_per * ref_size;
   unsigned char *buf = malloc(bytes);
   if (!buf) return xd_fail(e, "%s: out of memory checking %s", p, full);
-  int rc = 0, fd = -1;
-  haddr_t off = 0;
-  if (layout == H5D_CONTIGUOUS) {
-    off = H5Dget_offset(d->paths);
-    fd = off == HADDR_UNDEF ? -1 : open(d->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) rows_per = 0; /* nothing stored (or unreadable): the bounded reader decides */
+  gh_cache g = {.fd = open(d->path, O_RDONLY | O_CLOEXEC), .sizeof_size = sizeof_size};
+  struct stat st;
+  int rc = 0;
+  if (g.fd < 0 || fstat(g.fd, &st) != 0) {
+    rc = xd_fail(e, "%s: %s", p, strerror(errno));
   }
-  for (int64_t r0 = 0; rc == 0 && rows_per > 0 && r0 < n; r0 += (int64_t)rows_per) {
+  g.file_size = rc == 0 ? (uint64_t)st.st_size : 0;
+  haddr_t off = 0;
+  if (rc == 0 && layout == H5D_CONTIGUOUS) {
+    off = H5Dget_offset(d->paths);
+    if (off == HADDR_UNDEF) rc = xd_fail(e, "%s: %s: no stored paths (file corrupt?)", p, full);
+  }
+  for (int64_t r0 = 0; rc == 0 && r0 < n; r0 += (int64_t)rows_per) {
     int64_t rows = n - r0 < (int64_t)rows_per ? n - r0 : (int64_t)rows_per;
     if (layout == H5D_CHUNKED) {
       hsize_t offset[1] = {(hsize_t)r0}, got = 0;
@@ -187,21 +329,31 @@ static int check_path_refs(xd_dataset *d, const char *p, const char *full, int64
                      (long long)r0);
         break;
       }
-    } else if (pread(fd, buf, (size_t)rows * ref_size, (off_t)off) != (ssize_t)((size_t)rows * ref_size)) {
+    } else if (pread(g.fd, buf, (size_t)rows * ref_size, (off_t)off) != (ssize_t)((size_t)rows * ref_size)) {
       rc = xd_fail(e, "%s: %s: cannot read the stored references (file truncated?)", p, full);
       break;
     }
     for (int64_t i = 0; i < rows; i++) {
       const unsigned char *q = buf + (size_t)i * ref_size;
-      uint32_t len = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+      uint32_t len = (uint32_t)le_n(q, 4);
+      uint64_t addr = le_n(q + 4, sizeof_addr);
+      uint32_t ix = (uint32_t)le_n(q + 4 + sizeof_addr, 4);
+      const char *why = NULL;
       if (len > PATH_BYTES_MAX) {
         rc = xd_fail(e, "%s: %s[%lld] declares a path of %u bytes (at most %zu; file corrupt?)", p, full,
                      (long long)(r0 + i), len, PATH_BYTES_MAX);
         break;
       }
+      if (len == 0) continue;
+      if (ix == 0 || ix > 65535 || gh_check(&g, addr, ix, len, &why) != 0) {
+        rc = xd_fail(e, "%s: %s[%lld]: %s (file corrupt?)", p, full, (long long)(r0 + i),
+                     why ? why : "a path pointing to an impossible global heap object");
+        break;
+      }
     }
   }
-  if (fd >= 0) close(fd);
+  if (g.fd >= 0) close(g.fd);
+  gh_free(&g);
   free(buf);
   return rc;
 }

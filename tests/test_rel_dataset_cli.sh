@@ -76,4 +76,26 @@ t0=$(ms)
 fails_with 1 "dataset_vlen_4g.h5: /train/paths[0] declares a path of 4294967280 bytes" "4 GiB path length" -- \
   "$BIN" info "$F4G" --mem-limit 256M
 [ $(( $(ms) - t0 )) -lt 5000 ] && ok || bad "the 4 GiB path length took $(( $(ms) - t0 )) ms"
+# the paths' global heap (no checksum in any HDF5 format): a corrupt object size or index is refused
+# before libhdf5 reads it (1.10.8 copied past its buffer or looped forever on such files)
+"$BIN" synth "$W/gh.h5" --n 12 --size 16 > /dev/null 2>&1 || bad "synth gh.h5"
+for mut in size:4096 size:0 index:0 index:9999; do
+  python3 - "$W/gh.h5" "$W/gh_mut.h5" "$mut" <<'PY'
+import sys, struct
+src, dst, mut = sys.argv[1], sys.argv[2], sys.argv[3]
+b = bytearray(open(src, "rb").read())
+a = b.index(b"GCOL")
+first = a + 16                      # first object: index (2), refcount (2), reserved (4), size (8)
+field, val = mut.split(":")
+if field == "size":
+    b[first + 8:first + 16] = struct.pack("<Q", int(val))
+else:
+    b[first:first + 2] = struct.pack("<H", int(val))
+open(dst, "wb").write(bytes(b))
+PY
+  t0=$(ms)
+  rc=0; timeout 20 "$BIN" info "$W/gh_mut.h5" > /dev/null 2> "$W/err.txt" || rc=$?
+  [ "$rc" -eq 1 ] && [ "$(wc -l < "$W/err.txt")" -eq 1 ] && grep -q "gh_mut.h5: /train/paths\[.*(file corrupt?)" "$W/err.txt" &&
+    [ $(( $(ms) - t0 )) -lt 5000 ] && ok || bad "heap $mut: exit $rc: $(cat "$W/err.txt")"
+done
 finish rel_dataset_cli
