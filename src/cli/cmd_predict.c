@@ -8,8 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <stb_image_write.h>
-
 #include "args.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -17,6 +15,7 @@
 #include "image.h"
 #include "infer.h"
 #include "metrics.h"
+#include "render.h"
 
 static const char *HELP =
     "usage: xray-dp predict --ckpt C.h5 [--ckpt C2.h5 ...] IMAGE... [--gradcam DIR] [--threshold 0.5|auto|T]\n"
@@ -53,21 +52,6 @@ static const char *HELP =
     "                  not UTF-8 become U+FFFD, control characters are escaped\n"
     ARG_MEM_LIMIT_HELP
     "Exit status: 0 success, 2 bad usage, 1 any other error (one line on stderr naming the file).\n";
-
-/* A perceptual blue-to-red map (piecewise "turbo"-like), value in [0,1]. */
-static void colormap(float v, float rgb[3]) {
-  static const float stops[6][3] = {{0.19f, 0.07f, 0.23f}, {0.16f, 0.47f, 0.93f}, {0.10f, 0.83f, 0.62f},
-                                    {0.65f, 0.99f, 0.23f}, {0.98f, 0.60f, 0.13f}, {0.80f, 0.10f, 0.05f}};
-  float t = v * 5;
-  int i = (int)t;
-  if (i >= 5) i = 4;
-  float f = t - i;
-  for (int k = 0; k < 3; k++) rgb[k] = stops[i][k] * (1 - f) + stops[i + 1][k] * f;
-}
-
-/* Display size of the overlays: model inputs are small (128), and a heat map over a 128-pixel X-ray is
- * hard to read, so the X-ray is decoded again at >= 384 pixels and the map upsampled to it. */
-static int gradcam_size(int H) { return H >= 384 ? H : 384; }
 
 /* DIR/<image name>_p<probability>.png; a name already written by this run (same file name in two
  * folders) gets the image's position in the argument list appended, so no overlay is overwritten. */
@@ -106,50 +90,21 @@ static void gradcam_name(const char *dir, const char *path, float prob, int inde
   free(dup);
 }
 
-typedef struct {
-  unsigned char *data;
-  size_t len;
-  int bad;
-} png_buf;
-
-static void png_collect(void *ctx, void *data, int size) {
-  png_buf *b = ctx;
-  unsigned char *p = size > 0 ? realloc(b->data, b->len + (size_t)size) : b->data;
-  if (!p) {
-    b->bad = 1;
-    return;
-  }
-  memcpy(p + b->len, data, (size_t)(size > 0 ? size : 0));
-  b->data = p;
-  b->len += (size_t)(size > 0 ? size : 0);
-}
-
-static int write_gradcam(const char *out, const uint8_t *img, const float *cam, int H, int W, xd_err *e) {
+static int write_gradcam(const char *out, const uint8_t *img, float *cam, int H, int W, xd_err *e) {
   uint8_t *rgb = malloc((size_t)H * W * 3);
   if (!rgb) return xd_fail(e, "%s: out of memory", out);
-  for (int i = 0; i < H * W; i++) {
-    float c[3], g = img[i] / 255.0f;
-    colormap(cam[i], c);
-    /* no evidence: the plain X-ray; strong evidence: mostly colour, the anatomy still visible */
-    float t = (cam[i] - 0.15f) / 0.85f, a = t <= 0 ? 0 : 0.7f * sqrtf(t);
-    for (int k = 0; k < 3; k++) {
-      float v = (1 - a) * g + a * c[k];
-      rgb[3 * i + k] = (uint8_t)lrintf(255.0f * (v < 0 ? 0 : v > 1 ? 1 : v));
-    }
-  }
+  xd_gradcam_overlay(img, cam, H, W, rgb);
   /* encoded in memory, then written with every write, the fsync and the close checked (stb's own
    * stbi_write_png ignores write errors: a full disk left a truncated PNG and exit 0) */
-  png_buf pb = {NULL, 0, 0};
-  int ok = stbi_write_png_to_func(png_collect, &pb, W, H, 3, rgb, W * 3);
+  unsigned char *png = NULL;
+  size_t len = 0;
+  int r = xd_png_encode(rgb, W, H, 3, out, &png, &len, e);
   free(rgb);
-  if (!ok || pb.bad || !pb.data) {
-    free(pb.data);
-    return xd_fail(e, "%s: out of memory encoding the PNG", out);
-  }
+  if (r != 0) return -1;
   char target[4096];
-  int r = xd_output_check(out, 0, target, sizeof target, e);
-  if (r == 0) r = xd_write_file_atomic(target, pb.data, pb.len, e);
-  free(pb.data);
+  r = xd_output_check(out, 0, target, sizeof target, e);
+  if (r == 0) r = xd_write_file_atomic(target, png, len, e);
+  free(png);
   return r == 0 ? 0 : -1;
 }
 
@@ -262,7 +217,7 @@ int cmd_predict(int argc, char **argv) {
   xd_workspace *wsp = &E.ws[0];
   const char *ckpt = E.path[0];
   const xd_ckpt_meta *metap = &E.meta[0];
-  const int H = mp->in_h, W = mp->in_w, D = gradcam_size(H);
+  const int H = mp->in_h, W = mp->in_w, D = xd_gradcam_display_size(H);
   uint8_t *px = malloc((size_t)H * W), *big = malloc((size_t)D * D);
   float *cam = malloc((size_t)D * D * sizeof(float));
   char **done = calloc((size_t)nimg, sizeof *done);
@@ -299,8 +254,6 @@ int cmd_predict(int argc, char **argv) {
         rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
       if (rc == 0) rc = xd_image_load_gray(imgs[i], D, big, &e);
       if (rc == 0) {
-        for (size_t k = 0; k < (size_t)D * D; k++)
-          if (!(cam[k] >= 0 && cam[k] <= 1)) cam[k] = 0;
         gradcam_name(gradcam, imgs[i], p, i, done, i, ids, nids, out, sizeof out);
         if (write_gradcam(out, big, cam, D, D, &e) != 0) {
           /* an output that cannot be written is not a bad image: stop, print no results */
