@@ -904,7 +904,23 @@ int xd_serve_start(xd_server **out, const xd_serve_opts *o, xd_err *e) {
     s->H = m->in_h;
     s->W = m->in_w;
     s->D = xd_gradcam_display_size(s->H);
-    snprintf(s->model_source, sizeof s->model_source, "%s", m->source);
+    /* the model's name: --model of the stored training command (a preset's name, or the file's), else
+     * train's default */
+    const char *mm = strstr(meta->command, "--model ");
+    if (mm) {
+      mm += 8;
+      size_t L = strcspn(mm, " \t'\"");
+      const char *sl = NULL;
+      for (size_t k = 0; k < L; k++)
+        if (mm[k] == '/') sl = mm + k;
+      if (sl) {
+        L -= (size_t)(sl + 1 - mm);
+        mm = sl + 1;
+      }
+      snprintf(s->model_source, sizeof s->model_source, "%.*s", (int)(L < 200 ? L : 200), mm);
+    } else {
+      snprintf(s->model_source, sizeof s->model_source, "%s", meta->command[0] ? "default" : "unknown");
+    }
     snprintf(s->classes[0], sizeof s->classes[0], "%s", meta->nclasses > 1 ? meta->class_names[0] : "0");
     snprintf(s->classes[1], sizeof s->classes[1], "%s", meta->nclasses > 1 ? meta->class_names[1] : "1");
     if (o->threshold >= 0) {

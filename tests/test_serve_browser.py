@@ -58,9 +58,10 @@ try:
     check(errs == [], "no errors in the browser console: %s" % errs[:2])
     if shot:
         time.sleep(0.3)
-        h = drv.execute_script("return Math.max(document.body.scrollHeight, 860);")
-        drv.set_window_size(1280, h + 20)
-        time.sleep(0.3)
+        for _ in range(2):
+            h = drv.execute_script("return Math.max(document.documentElement.scrollHeight, 860);")
+            drv.set_window_size(1280, h + 140)
+            time.sleep(0.3)
         drv.save_screenshot(shot)
         print("screenshot: " + shot)
 finally:
