@@ -21,6 +21,7 @@ static const struct {
     {"audit", cmd_audit, "shortcut audit: predictions under perturbations that should not matter"},
     {"bench", cmd_bench, "time training steps of a model on random data"},
     {"info", cmd_info, "describe a dataset or checkpoint file"},
+    {"export", cmd_export, "write a checkpoint as an ONNX model (onnxruntime, TensorRT, ...)"},
     {"serve", cmd_serve, "HTTP server: web page and JSON API for a checkpoint's predictions"},
 };
 #define NCMDS (int)(sizeof CMDS / sizeof CMDS[0])
