@@ -29,7 +29,7 @@ for i in $(seq 1 12); do
   pgm "$W/src/NORMAL/n$i.pgm" $((40 + i)) $((38 + 2 * i)) "$i" 0
   pgm "$W/src/PNEUMONIA/p$i.pgm" $((50 - i)) $((36 + i)) $((100 + i)) $((20 + 10 * i))
 done
-"$BIN" pack "$W/src" "$W/d.h5" --val-fraction 0.25 --seed 1 > /dev/null
+"$BIN" pack "$W/src" "$W/d.h5" --val-fraction 0.25 --seed 1 > /dev/null 2>&1
 
 cat > "$W/load.py" << 'EOF'
 import http.client, sys, threading, time

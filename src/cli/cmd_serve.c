@@ -54,8 +54,8 @@ static const char *HELP =
     "  --threshold auto|T  the operating point: auto (default) = the checkpoint's, chosen on validation\n"
     "                      for >= 95% sensitivity; or a number in [0, 1]\n"
     "  --val-data V.h5     score V.h5's val split at start for the page's confusion matrix (default: the\n"
-    "                      dataset the checkpoint was trained on, when that file is there; else the page\n"
-    "                      says there are no figures)\n"
+    "                      dataset the checkpoint was trained on, when that file is there and can be\n"
+    "                      scored; else the page says why there are no figures)\n"
     "  --no-val            do not compute validation figures\n"
     "  --access-log        one line per request on stderr (peer, method, path, status, seconds)\n"
     ARG_MEM_LIMIT_HELP
@@ -161,6 +161,14 @@ static int validation(const char *ckpt, const char *val_data, int explicit_data,
   free(y);
   if (ds) xd_dataset_close(ds);
   cli_ensemble_free(&E);
+  if (rc != 0 && !explicit_data && data) { /* the recorded training data is only a default: say why, serve */
+    char m[XD_ERR_MAX];
+    snprintf(m, sizeof m, "%s", e->msg);
+    xd_msg_oneline(m);
+    snprintf(v->note, sizeof v->note, "No validation figures: the training data could not be scored (%.900s).", m);
+    e->msg[0] = 0;
+    return 0;
+  }
   return rc;
 }
 
