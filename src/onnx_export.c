@@ -250,12 +250,14 @@ static void add_meta(ctx *c, const xd_model *m, const xd_onnx_source *src, int o
                                  : astr(a, "probability: float32 [N, %d], softmax over the classes; logits: the "
                                            "tensor before the softmax", m->nout));
   meta(c, "preprocessing",
-       astr(a, "decode the image; convert to 8-bit grayscale (BT.601 luma (299 R + 587 G + 114 B + 500) / 1000, "
-               "rounded down; a gray+alpha image keeps its gray channel); resize to %dx%d (height x width) by area "
+       astr(a, "decode the image to 8-bit grayscale (JPEG: the decoder's own luma; PNG/BMP/GIF/PNM: BT.601 luma "
+               "(299 R + 587 G + 114 B + 500) / 1000, rounded down; alpha ignored, a gray+alpha image keeps its "
+               "gray channel); resize to %dx%d (height x width) by area "
                "averaging when shrinking, bilinear on pixel centres when enlarging, rounded back to uint8; "
                "x = uint8 / 255 as float32, shape [N, 1, %d, %d]. Any normalisation (standardize) is inside "
                "the graph.", m->in_h, m->in_w, m->in_h, m->in_w));
-  meta(c, "preprocessing.grayscale", "BT.601 luma (299 R + 587 G + 114 B + 500) / 1000, rounded down");
+  meta(c, "preprocessing.grayscale", "8-bit; JPEG: the decoder's luma; others: BT.601 luma (299 R + 587 G + 114 B + "
+                                     "500) / 1000, rounded down; alpha ignored");
   meta(c, "preprocessing.resize", astr(a, "%dx%d area-average (shrink) / bilinear on pixel centres (enlarge), uint8",
                                        m->in_h, m->in_w));
   meta(c, "preprocessing.scale", "x = uint8 / 255");
