@@ -202,7 +202,7 @@ static int gh_load(gh_cache *g, uint64_t addr, gh_coll *out, const char **why) {
   *why = "malformed global heap collection";
   while (out->idx && out->size && p < size) {
     const uint64_t ohdr = 8 + ss;
-    if (size - p < ohdr) { rc = -1; break; }
+    if (size - p < ohdr) break; /* a tail too small for an object header is free space (as libhdf5 reads it) */
     uint16_t ix = (uint16_t)le_n(b + p, 2);
     uint64_t osz = le_n(b + p + 8, ss);
     if (ix == 0) { /* free space: exactly the rest of the collection */
