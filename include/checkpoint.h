@@ -36,6 +36,8 @@ typedef struct xd_train_state {
   double part_loss, part_correct, part_count; /* train sums of the unfinished epoch */
   double part_seconds;
   int64_t stopped;       /* 1: early stopping fired */
+  int64_t threshold_chosen; /* 1: threshold chosen on the val split; 0: the 0.5 default of a run without
+                             * one (eval/predict --threshold auto refuse it). Absent (older files): 1 */
 } xd_train_state;
 
 typedef struct xd_ckpt_meta {

@@ -109,6 +109,8 @@ static int check_state(const xd_train_state *st, xd_err *e) {
       {"step_in_epoch", st->step_in_epoch}, {"best_epoch", st->best_epoch}, {"bad_epochs", st->bad_epochs}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
     if (ints[i].v < 0) return xd_fail(e, "attribute '%s' = %lld is negative", ints[i].name, (long long)ints[i].v);
+  if (st->threshold_chosen != 0 && st->threshold_chosen != 1)
+    return xd_fail(e, "attribute 'threshold_chosen' = %lld is not 0 or 1", (long long)st->threshold_chosen);
   if (st->stopped != 0 && st->stopped != 1)
     return xd_fail(e, "attribute 'stopped' = %lld is not 0 or 1", (long long)st->stopped);
   if (!(st->threshold >= 0.0 && st->threshold <= 1.0))
@@ -288,6 +290,7 @@ static int write_all(writer *w, const xd_model *m, const xd_optimizer *opt, cons
     XD_TRY(w_f64(w, f, "partial_count", st->part_count));
     XD_TRY(w_f64(w, f, "partial_seconds", st->part_seconds));
     XD_TRY(w_i64(w, f, "stopped", st->stopped));
+    XD_TRY(w_i64(w, f, "threshold_chosen", st->threshold_chosen));
   }
   if (opt) {
     hid_t g = H5Gopen2(f, "/optim", H5P_DEFAULT);
@@ -663,6 +666,7 @@ static int load_params(reader *r, xd_model *m) {
 static int read_state(reader *r, xd_train_state *st) {
   memset(st, 0, sizeof *st);
   st->threshold = 0.5;
+  st->threshold_chosen = 1; /* files written before the attribute: every run chose it on val */
   st->best_metric = NAN;
   int64_t seed = 0;
   hid_t f = r->f;
@@ -674,7 +678,8 @@ static int read_state(reader *r, xd_train_state *st) {
       r_num(r, f, "", "partial_loss", 0, &st->part_loss) < 0 ||
       r_num(r, f, "", "partial_correct", 0, &st->part_correct) < 0 ||
       r_num(r, f, "", "partial_count", 0, &st->part_count) < 0 ||
-      r_num(r, f, "", "partial_seconds", 0, &st->part_seconds) < 0 || r_num(r, f, "", "stopped", 1, &st->stopped) < 0)
+      r_num(r, f, "", "partial_seconds", 0, &st->part_seconds) < 0 || r_num(r, f, "", "stopped", 1, &st->stopped) < 0 ||
+      r_num(r, f, "", "threshold_chosen", 1, &st->threshold_chosen) < 0)
     return -1;
   st->seed = (uint64_t)seed;
   xd_err why;
@@ -956,7 +961,7 @@ int xd_checkpoint_describe(const char *path, FILE *out, xd_err *e) {
     else
       snprintf(best, sizeof best, "best epoch 0 (none yet)");
     fprintf(out, "\n  epoch %lld, step %lld, %s, threshold %.4f%s\n", (long long)st.epoch, (long long)st.step, best,
-            st.threshold, st.stopped ? ", stopped early" : "");
+            st.threshold, st.stopped ? ", stopped early" : st.threshold_chosen ? "" : " (not chosen: no val split)");
     if (has_optim) {
       fprintf(out, "  optimizer: %s, step %lld", xd_opt_name(kind), (long long)opt.step);
       if (ema > 0) fprintf(out, ", weight EMA (decay %g)", ema);

@@ -653,6 +653,7 @@ static int setup(run *r, xd_err *e) {
   r->good_step = -1;
   r->st.seed = o->seed;
   r->st.threshold = 0.5;
+  r->st.threshold_chosen = 0; /* until a val split chooses it */
   r->st.best_metric = NAN;
   if (agree(r, shard_info(r, e), e)) return -1;
   if (agree_leader(r, leader(r) ? setup_leader(r, e) : 0, e)) return -1;
@@ -1012,6 +1013,7 @@ static int end_epoch(run *r, int epoch, float lr, double t_epoch, double tl, dou
         r->st.best_epoch = epoch + 1;
         r->st.bad_epochs = 0;
         r->st.threshold = thr;
+        r->st.threshold_chosen = r->has_val ? 1 : 0;
       }
     } else {
       r->st.bad_epochs++;

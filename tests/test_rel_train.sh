@@ -99,6 +99,12 @@ run "$X" train --data noval.h5 --model bn.model --batch 8 --epochs 2 --out v3
 [ "$(rc)" -eq 0 ] && grep -q "no val split" "$W/out.txt" && grep -q "threshold 0.5, not chosen: no val split" "$W/out.txt" &&
   grep -q "no val split" v3/train.log && ok || bad "training without a val split does not say so: $(cat "$W/out.txt" "$W/err.txt")"
 grep -q "for >= 95% sensitivity" "$W/out.txt" && bad "without a val split the threshold is claimed to be chosen" || ok
+# ... and the checkpoint knows: --threshold auto refuses the unchosen 0.5, info says so, --threshold T works
+fails_with 1 "v3/best.h5: its threshold 0.5 was not chosen (the run had no val split)" "eval --threshold auto, no val" -- \
+  "$X" eval --ckpt v3/best.h5 --data noval.h5 --split train --threshold auto
+"$X" info v3/best.h5 2>&1 | grep -q "threshold 0.5000 (not chosen: no val split)" && ok || bad "info does not say the threshold was not chosen"
+run "$X" eval --ckpt v3/best.h5 --data noval.h5 --split train --threshold 0.5
+[ "$(rc)" -eq 0 ] && ok || bad "eval --threshold 0.5 of a run without val: exit $(rc): $(cat "$W/err.txt")"
 
 # ---- 5. NaN/Inf: --detect-anomaly names the step and the layer; no NaN decision, no NaN checkpoint
 fails_with 1 "" "--detect-anomaly" -- "$X" train "${T[@]}" --epochs 6 --optimizer sgd --lr 10 --out n1 --detect-anomaly

@@ -454,6 +454,9 @@ int cmd_eval(int argc, char **argv) {
     thr = E.st[0].threshold;
     /* a stored NaN or 2.0 would call every case negative */
     rc = thr >= 0 && thr <= 1 ? 0 : xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", E.path[0], thr);
+    if (rc == 0 && !E.st[0].threshold_chosen)
+      rc = xd_fail(&e, "%s: its threshold %g was not chosen (the run had no val split): give --threshold T", E.path[0],
+                   thr);
     if (agree(&d, rc, &e)) {
       status = 1;
       goto cleanup;
