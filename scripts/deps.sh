@@ -19,7 +19,7 @@ if [ "${1:-}" = "--test" ]; then
   pkgs+=(slurm-wlm munge)
   # tests/test_export.sh: the ONNX checker (python3-onnx) and onnxruntime (npm onnxruntime-node, below);
   # npm ships with NodeSource's nodejs, Debian has it as its own package.
-  pkgs+=(python3-onnx nodejs)
+  pkgs+=(python3-onnx python3-h5py nodejs)
   command -v npm >/dev/null || pkgs+=(npm)
   if [ ! -e /usr/sbin/policy-rc.d ] && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null; } &&
      ! dpkg-query -W -f='${Status}' slurmd 2>/dev/null | grep -q "install ok installed"; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # export: a checkpoint as ONNX. The files pass the ONNX checker (python3-onnx, full_check), run in
 # onnxruntime (npm onnxruntime-node, tests/onnx/run.js) and give predict's probabilities to 1e-5 on the
-# same images, for a trained model with every layer kind and activation (standardize on 4-D and flat
+# same images (at the model's size, and of other sizes that predict resizes), for a trained model with every layer kind and activation (standardize on 4-D and flat
 # tensors, conv pad=same with the odd pixel bottom/right, pad=N, valid, bias=0, stride 2, both pools,
 # batchnorm on 4-D and flat tensors, residual add with in=, dropout, flatten, globalavgpool, standalone
 # activations), a 2-class softmax model, and the presets keras-seed and default (resnet-s) after one
@@ -73,13 +73,14 @@ dense 2 softmax
 EOF
 
 # compare MODEL.onnx in onnxruntime with predict of CKPT on the images of DIR; COL = ORT column of P(class 1)
-compare() { # NAME CKPT ONNX DIR COL
-  local name=$1
+# [PRED_DIR]: predict reads the images there instead (the originals of DIR's already resized pixels)
+compare() { # NAME CKPT ONNX DIR COL [PRED_DIR]
+  local name=$1 pd=${6:-$4}
   ort "$3" "$4"/*/*.pgm > "$W/$name.ort" 2> "$W/$name.orterr" && ok || bad "$name: onnxruntime: $(cat "$W/$name.orterr")"
-  "$BIN" predict --ckpt "$2" "$4"/*/*.pgm > "$W/$name.pred" 2> /dev/null && ok || bad "$name: predict failed"
+  "$BIN" predict --ckpt "$2" "$pd"/*/*.pgm > "$W/$name.pred" 2> /dev/null && ok || bad "$name: predict failed"
   local res
-  res=$(paste "$W/$name.ort" "$W/$name.pred" | awk -F'\t' -v c="$5" '
-    { n++; if ($1 != $(c + 1)) bad = 1; d = $c - $(c + 2); if (d < 0) d = -d; if (d > m) m = d
+  res=$(paste "$W/$name.ort" "$W/$name.pred" | awk -F'\t' -v c="$5" -v od="$4/" -v pd="$pd/" '
+    { n++; a = $1; b = $(c + 1); sub(od, "", a); sub(pd, "", b); if (a != b) bad = 1; d = $c - $(c + 2); if (d < 0) d = -d; if (d > m) m = d
       if ($c < 0 || $c > 1 || $c == "") bad = 1; s += $c; ss += $c * $c }
     END { printf "%d %s %.3g %.3g\n", n, bad ? "misaligned" : "ok", m, ss / n - (s / n) ^ 2 }')
   read -r n align maxd var <<< "$res"
@@ -135,6 +136,31 @@ need = {'Conv', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'BatchNormalizati
         'LeakyRelu', 'Elu', 'Sigmoid', 'Tanh', 'Softmax', 'ReduceMean', 'Sub', 'Mul', 'Sqrt', 'Max', 'Div'}
 assert need <= ops, need - ops
 " "$W/all17.onnx" 2> "$W/pads.err" && ok || bad "all: pads/ops: $(tail -2 "$W/pads.err")"
+
+# ---- real images of other sizes: predict decodes and resizes them (area average, bilinear when enlarging);
+# onnxruntime gets the same pixels from `pack` (the same preprocessing code), read back with h5py ----
+mkdir -p "$W/odd/NORMAL" "$W/odd/PNEUMONIA"
+sizes=(23x19 41x37 11x9 16x33 64x48 17x17 9x30 100x90)
+for i in $(seq 0 7); do
+  IFS=x read -r ow oh <<< "${sizes[$i]}"
+  pgm "$W/odd/NORMAL/n$i.pgm" "$ow" "$oh" $((7 + i)) 0
+  pgm "$W/odd/PNEUMONIA/p$i.pgm" "$oh" "$ow" $((50 + i)) 60
+done
+"$BIN" pack "$W/odd" "$W/odd.h5" --size 16 --val-fraction 0 > /dev/null 2>&1 && ok || bad "pack odd"
+$PY - "$W/odd.h5" "$W/oddpx" << 'EOF' 2> "$W/h5.err" && ok || bad "pixels of odd.h5: $(tail -2 "$W/h5.err")"
+import os, sys
+import h5py
+f = h5py.File(sys.argv[1], "r")
+n = 0
+for p, im in zip(f["/train/paths"][:], f["/train/images"][:]):
+    out = os.path.join(sys.argv[2], p.decode())
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "wb") as o:
+        o.write(b"P5\n%d %d\n255\n" % (im.shape[1], im.shape[0]) + im.tobytes())
+    n += 1
+assert n == 16, n
+EOF
+compare all-resized "$W/run-all/best.h5" "$W/all17.onnx" "$W/oddpx" 2 "$W/odd"
 
 # ---- softmax head (K = 2): column 3 of run.js is P(class 1) ----
 "$BIN" train --data "$W/d16.h5" --model "$W/soft.txt" --epochs 1 --batch 4 --out "$W/run-soft" --quiet --threads 1 \
