@@ -931,10 +931,12 @@ int xd_serve_start(xd_server **out, const xd_serve_opts *o, xd_err *e) {
       s->threshold = st.threshold;
       if (rc == 0 && !(s->threshold >= 0 && s->threshold <= 1))
         rc = xd_fail(e, "%s: the stored threshold %g is not a number in [0, 1]", o->ckpt, s->threshold);
+      if (rc == 0 && !st.threshold_chosen)
+        rc = xd_fail(e, "%s: its threshold %g was not chosen (the run had no val split): give --threshold T", o->ckpt,
+                     s->threshold);
       snprintf(s->threshold_meaning, sizeof s->threshold_meaning,
                "the checkpoint's operating point, chosen on its validation split as the highest threshold that "
-               "still finds >= 95%% of %s cases (0.5 when training had no validation split): the label is %s "
-               "when the probability is >= %.9g",
+               "still finds >= 95%% of %s cases: the label is %s when the probability is >= %.9g",
                s->classes[1], s->classes[1], s->threshold);
     }
     snprintf(s->preprocessing, sizeof s->preprocessing,

@@ -103,6 +103,10 @@ grep -q "for >= 95% sensitivity" "$W/out.txt" && bad "without a val split the th
 fails_with 1 "v3/best.h5: its threshold 0.5 was not chosen (the run had no val split)" "eval --threshold auto, no val" -- \
   "$X" eval --ckpt v3/best.h5 --data noval.h5 --split train --threshold auto
 "$X" info v3/best.h5 2>&1 | grep -q "threshold 0.5000 (not chosen: no val split)" && ok || bad "info does not say the threshold was not chosen"
+fails_with 1 "v3/best.h5: its threshold 0.5 was not chosen" "predict --threshold auto, no val" -- \
+  "$X" predict --ckpt v3/best.h5 --threshold auto src/test/NORMAL/n1.pgm
+fails_with 1 "v3/best.h5: its threshold 0.5 was not chosen" "serve, no val" -- \
+  "$X" serve --ckpt v3/best.h5 --port 0
 run "$X" eval --ckpt v3/best.h5 --data noval.h5 --split train --threshold 0.5
 [ "$(rc)" -eq 0 ] && ok || bad "eval --threshold 0.5 of a run without val: exit $(rc): $(cat "$W/err.txt")"
 

@@ -252,6 +252,9 @@ int cmd_audit(int argc, char **argv) {
   const xd_dataset_info *info = rc == 0 ? xd_dataset_get_info(ds) : NULL;
   if (rc == 0 && thr_auto && !(st.threshold >= 0 && st.threshold <= 1))
     rc = xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", ckpt, st.threshold);
+  if (rc == 0 && thr_auto && !st.threshold_chosen)
+    rc = xd_fail(&e, "%s: its threshold %g was not chosen (the run had no val split): give --threshold T", ckpt,
+                 st.threshold);
   if (rc == 0 && (info->height != m.in_h || info->width != m.in_w || m.in_c != 1))
     rc = xd_fail(&e, "%s: images are %dx%d but %s expects %dx%d", data, info->height, info->width, ckpt, m.in_h, m.in_w);
   if (rc == 0 && info->nclasses != 2)

@@ -205,8 +205,9 @@ int cmd_predict(int argc, char **argv) {
   }
   if (thr_auto && !fresh_thr) {
     thr = E.st[0].threshold;
-    if (!(thr >= 0 && thr <= 1)) { /* a stored NaN or 2.0 would call every image negative */
-      xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", E.path[0], thr);
+    if (!(thr >= 0 && thr <= 1) || !E.st[0].threshold_chosen) { /* a stored NaN or 2.0 would call every image negative */
+      if (!(thr >= 0 && thr <= 1)) xd_fail(&e, "%s: the stored threshold %g is not a number in [0, 1]", E.path[0], thr);
+      else xd_fail(&e, "%s: its threshold %g was not chosen (the run had no val split): give --threshold T", E.path[0], thr);
       err_line(e.msg);
       cli_ensemble_free(&E);
       free(imgs);
