@@ -1100,8 +1100,11 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       goto done;
     }
     if (er == 2) {
-      say(r, "xray-dp: interrupted by a signal at epoch %d step %lld; state saved to %s; rerun with --resume to "
-             "continue\n", epoch + 1, (long long)r->st.step_in_epoch, r->last_path);
+      char mpi[40] = "";
+      if (d->size > 1) snprintf(mpi, sizeof mpi, "mpirun -np %d ", d->size);
+      say(r, "xray-dp: interrupted by a signal at epoch %d step %lld; state saved to %s\n"
+             "xray-dp: to continue: %sxray-dp train --out %s --resume\n", epoch + 1, (long long)r->st.step_in_epoch,
+          r->last_path, mpi, r->dir);
       rc = 1;
       goto done;
     }

