@@ -19,6 +19,11 @@ void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, c
  * failure. */
 int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, int out_w, float *cam, float *prob);
 
+/* The same for the score of class cls: for a sigmoid output (one logit z) cls 1 is z and cls 0 is -z (the
+ * evidence for the negative class); for a softmax output, logit cls. xd_gradcam is cls 1. */
+int xd_gradcam_class(xd_model *m, xd_workspace *ws, const uint8_t *image, int cls, int out_h, int out_w, float *cam,
+                     float *prob);
+
 /* ---- test-time augmentation and ensembles (eval/predict --tta, --ckpt A --ckpt B ...) ----
  *
  * TTA averages P(class 1) over the original image and a fixed set of deterministic variants that keep

@@ -29,6 +29,11 @@ void xd_infer(xd_model *m, xd_workspace *ws, int64_t n, const uint8_t *images, c
 }
 
 int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, int out_w, float *cam, float *prob) {
+  return xd_gradcam_class(m, ws, image, 1, out_h, out_w, cam, prob);
+}
+
+int xd_gradcam_class(xd_model *m, xd_workspace *ws, const uint8_t *image, int cls, int out_h, int out_w, float *cam,
+                     float *prob) {
   int lc = xd_model_cam_layer(m); /* the last feature map before the head (a residual block's sum) */
   if (lc < 0) return -1;
   const xd_layer *L = &m->layers[lc];
@@ -37,8 +42,8 @@ int xd_gradcam(xd_model *m, xd_workspace *ws, const uint8_t *image, int out_h, i
   const float *z = xd_forward(m, ws, 1, &c);
   xd_probs(m, 1, z, ws->dlast); /* dlast is free until the gradient is seeded below */
   *prob = m->nout == 1 ? ws->dlast[0] : ws->dlast[1];
-  /* d(score)/d(logits): the positive-class logit */
-  for (int k = 0; k < m->nout; k++) ws->dlast[k] = (m->nout == 1 || k == 1) ? 1.0f : 0.0f;
+  /* d(score)/d(logits): logit cls; one sigmoid logit z: z for class 1, -z for class 0 */
+  for (int k = 0; k < m->nout; k++) ws->dlast[k] = m->nout == 1 ? (cls == 0 ? -1.0f : 1.0f) : k == cls ? 1.0f : 0.0f;
   xd_backward(m, ws, 1, &c, lc);
   const float *A = ws->act[lc + 1], *dA = ws->gradcam_dy;
   const int F = L->out_c, h = L->out_h, w = L->out_w;

@@ -289,7 +289,7 @@ static void predict(worker *w, req *r) {
   xd_server *s = w->s;
   xd_err e = {{0}};
   const char *name = r->filename[0] ? r->filename : "upload";
-  const int H = s->H, W = s->W, D = s->D;
+  const int H = s->H, W = s->W;
   uint8_t *px = malloc((size_t)H * W);
   if (!px) {
     set_error(r, 500, "out of memory");
@@ -316,19 +316,12 @@ static void predict(worker *w, req *r) {
   }
   char *b64 = NULL;
   if (r->gradcam) {
-    float *cam = malloc((size_t)D * D * sizeof *cam);
-    uint8_t *big = malloc((size_t)D * D), *rgb = malloc((size_t)D * D * 3);
     unsigned char *png = NULL;
     size_t plen = 0;
-    float p2;
-    int rc = cam && big && rgb ? 0 : xd_fail(&e, "out of memory for the Grad-CAM overlay");
-    if (rc == 0 && xd_gradcam(&w->m, &w->ws, px, D, D, cam, &p2) != 0)
-      rc = xd_fail(&e, "%s: the model has no conv layer for Grad-CAM", s->ckpt_file);
-    if (rc == 0) rc = xd_image_decode_gray_mem(r->body, r->len, name, D, big, &e);
-    if (rc == 0) {
-      xd_gradcam_overlay(big, cam, D, D, rgb);
-      rc = xd_png_encode(rgb, D, D, 3, "Grad-CAM overlay", &png, &plen, &e);
-    }
+    /* the same picture as predict --gradcam for the same image, checkpoint and threshold: the map for the
+     * called class, at the upload's aspect ratio, with the panel */
+    xd_gradcam_info gi = {p, s->threshold, s->classes[1], s->classes[0], -1};
+    int rc = xd_gradcam_png(&w->m, &w->ws, s->ckpt_file, px, r->body, r->len, name, &gi, &png, &plen, &e);
     if (rc == 0) {
       b64 = malloc(BASE64_ENCODE_RAW_LENGTH(plen) + 1);
       if (!b64) rc = xd_fail(&e, "out of memory for the Grad-CAM overlay");
@@ -337,9 +330,6 @@ static void predict(worker *w, req *r) {
         b64[BASE64_ENCODE_RAW_LENGTH(plen)] = 0;
       }
     }
-    free(cam);
-    free(big);
-    free(rgb);
     free(png);
     if (rc != 0) {
       set_error(r, strstr(e.msg, "no conv layer") ? 400 : 500, e.msg);

@@ -108,12 +108,14 @@ jq -e --arg h "$(sha256sum "$C" | cut -c1-64)" '.model.sha256 == $h and (.thresh
   (.threshold_meaning | test("95%")) and (.preprocessing | test("16x16"))' "$W/raw1.json" > /dev/null \
   && ok || bad "predict JSON: $(cat "$W/raw1.json")"
 mkdir -p "$W/cam"
-"$BIN" predict --ckpt "$C" "$I/rgb.jpg" "$S/PNEUMONIA/p7.pgm" --gradcam "$W/cam" > /dev/null 2>&1 || bad "predict --gradcam"
+# serve's threshold is the checkpoint's: predict's --threshold auto (the panel prints it, the map is the call's)
+"$BIN" predict --ckpt "$C" --threshold auto "$I/rgb.jpg" "$S/PNEUMONIA/p7.pgm" --gradcam "$W/cam" > /dev/null 2>&1 \
+  || bad "predict --gradcam"
 for f in "$I/rgb.jpg" "$S/PNEUMONIA/p7.pgm"; do
   b=$(basename "$f")
   req gc --data-binary @"$f" "$(URL '/v1/predict?gradcam=1')"
   jq -r .gradcam_png_base64 "$W/gc.json" | base64 -d > "$W/gc_$b.png" 2> /dev/null
-  file "$W/gc_$b.png" | grep -q "PNG image data, 384 x 384" && ok || bad "gradcam of $b: $(file "$W/gc_$b.png")"
+  file "$W/gc_$b.png" | grep -Eq "PNG image data, 512 x [0-9]+" && ok || bad "gradcam of $b: $(file "$W/gc_$b.png")"
   cmp -s "$W/gc_$b.png" "$W/cam/${b%.*}_p"*.png && ok || bad "gradcam PNG of $b differs from predict --gradcam's"
   [ "$(prob_of "$W/gc.json")" = "$(awk -F'\t' -v f="$f" '$1 == f { print $2 }' "$W/predict.tsv")" ] || \
     [ "$f" = "$S/PNEUMONIA/p7.pgm" ] && ok || bad "gradcam changed the probability of $b"

@@ -18,8 +18,8 @@
 #include "render.h"
 
 static const char *HELP =
-    "usage: xray-dp predict --ckpt C.h5 [--ckpt C2.h5 ...] IMAGE... [--gradcam DIR] [--threshold 0.5|auto|T]\n"
-    "                       [--tta] [--val-data V.h5] [--json] [--mem-limit SIZE]\n"
+    "usage: xray-dp predict --ckpt C.h5 [--ckpt C2.h5 ...] IMAGE... [--gradcam DIR [--gradcam-class WHICH]]\n"
+    "                       [--threshold 0.5|auto|T] [--tta] [--val-data V.h5] [--json] [--mem-limit SIZE]\n"
     "\n"
     "Decodes each image exactly as `pack` does (grayscale, area-average resize to the model's input) and\n"
     "prints one line per image: path<TAB>probability<TAB>label, where probability is P(class 1) and label\n"
@@ -43,10 +43,16 @@ static const char *HELP =
     "                  a number in [0, 1]). Several checkpoints or\n"
     "                  --tta: chosen afresh, by the same rule, on the val split of --val-data V.h5 with\n"
     "                  these probabilities (required then: a stored threshold does not fit them)\n"
-    "  --gradcam DIR   also write DIR/<image name>_p<probability>.png (at least 384x384): the Grad-CAM\n"
-    "                  heat map of the last feature map before the head (of the first --ckpt) for the class-1 score over\n"
-    "                  the X-ray, normalised per image (dark blue to red = weak to strongest evidence;\n"
-    "                  uncoloured = none); the probability in the name is the one printed\n"
+    "  --gradcam DIR   also write DIR/<image name>_p<probability>.png: the Grad-CAM heat map (of the last\n"
+    "                  feature map before the head, first --ckpt) over the X-ray at the source image's aspect\n"
+    "                  ratio (longest side 512), with a panel under it: the call, P(class 1), the threshold,\n"
+    "                  the class the map is for and a colour bar (weak to strong evidence, relative to this\n"
+    "                  image's maximum; uncoloured below 20% of it; opacity at most 50%, so the anatomy\n"
+    "                  stays visible); the probability in the name is the one printed\n"
+    "  --gradcam-class predicted|positive|negative|both\n"
+    "                  whose evidence the map shows (default predicted: the called class; for a sigmoid\n"
+    "                  model the evidence for class 0 is the Grad-CAM of the negated logit); both writes two\n"
+    "                  files, DIR/<image name>_p<probability>_<class name>.png\n"
     "  --json          one JSON object: {\"threshold\": T, \"predictions\": [{\"path\", \"probability\",\n"
     "                  \"label\"} or {\"path\", \"error\"}, ...]}; always valid JSON: bytes of a path that are\n"
     "                  not UTF-8 become U+FFFD, control characters are escaped\n"
@@ -77,34 +83,67 @@ static int is_input(const file_id *ids, int n, const char *path) {
 /* DIR/<image name>_p<probability>.png; a name already written by this run (same file name in two
  * folders), or one that is an input file, gets the image's position in the argument list appended, so
  * no overlay is overwritten and no input replaced. */
-static void gradcam_name(const char *dir, const char *path, float prob, int index, char **done, int ndone,
-                         const file_id *ids, int nids, char *out, size_t cap) {
+static void gradcam_name(const char *dir, const char *path, float prob, const char *cls, int index, char **done,
+                         int ndone, const file_id *ids, int nids, char *out, size_t cap) {
   char *dup = xd_strdup(path);
   const char *base = dup ? basename(dup) : "image";
   char *dot = dup ? strrchr(base, '.') : NULL;
   if (dot && dot != base) *dot = 0;
-  snprintf(out, cap, "%s/%s_p%.3f.png", dir, base, prob);
+  char suf[80] = ""; /* _<class name>, only for --gradcam-class both; characters other than [A-Za-z0-9-] become _ */
+  if (cls) {
+    snprintf(suf, sizeof suf, "_%s", cls);
+    for (char *q = suf + 1; *q; q++)
+      if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '-')) *q = '_';
+  }
+  snprintf(out, cap, "%s/%s_p%.3f%s.png", dir, base, prob, suf);
   int clash = is_input(ids, nids, out);
   for (int i = 0; i < ndone && !clash; i++) clash = done[i] && !strcmp(done[i], out);
-  if (clash) snprintf(out, cap, "%s/%s_%d_p%.3f.png", dir, base, index + 1, prob);
+  if (clash) snprintf(out, cap, "%s/%s_%d_p%.3f%s.png", dir, base, index + 1, prob, suf);
   free(dup);
 }
 
-static int write_gradcam(const char *out, const uint8_t *img, float *cam, int H, int W, xd_err *e) {
-  uint8_t *rgb = malloc((size_t)H * W * 3);
-  if (!rgb) return xd_fail(e, "%s: out of memory", out);
-  xd_gradcam_overlay(img, cam, H, W, rgb);
+/* the bytes of an image file (for the Grad-CAM picture: its aspect ratio and a sharper X-ray) */
+static int read_all(const char *path, unsigned char **buf, size_t *len, xd_err *e) {
+  *buf = NULL;
+  *len = 0;
+  XD_TRY(xd_check_regular(path, e));
+  FILE *f = fopen(path, "rb");
+  if (!f) return xd_fail(e, "%s: %s", path, strerror(errno));
+  size_t cap = 0, n = 0;
+  unsigned char *b = NULL;
+  for (;;) {
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 1 << 16;
+      unsigned char *nb = realloc(b, nc);
+      if (!nb) {
+        free(b);
+        fclose(f);
+        return xd_fail(e, "%s: out of memory reading it", path);
+      }
+      b = nb;
+      cap = nc;
+    }
+    size_t r = fread(b + n, 1, cap - n, f);
+    n += r;
+    if (r == 0) break;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    free(b);
+    return xd_fail(e, "%s: read error", path);
+  }
+  *buf = b;
+  *len = n;
+  return 0;
+}
+
+static int write_png(const char *out, const unsigned char *png, size_t len, xd_err *e) {
   /* encoded in memory, then written with every write, the fsync and the close checked (stb's own
    * stbi_write_png ignores write errors: a full disk left a truncated PNG and exit 0) */
-  unsigned char *png = NULL;
-  size_t len = 0;
-  int r = xd_png_encode(rgb, W, H, 3, out, &png, &len, e);
-  free(rgb);
-  if (r != 0) return -1;
   char target[4096];
-  r = xd_output_check(out, 0, target, sizeof target, e);
+  int r = xd_output_check(out, 0, target, sizeof target, e);
   if (r == 0) r = xd_write_file_atomic(target, png, len, e);
-  free(png);
   return r == 0 ? 0 : -1;
 }
 
@@ -130,7 +169,7 @@ static file_id *input_ids(char **imgs, int nimg, const cli_ensemble *E, const ch
 }
 
 int cmd_predict(int argc, char **argv) {
-  const char *cmd = "predict", *gradcam = NULL, *thr_s = "0.5", *val_data = NULL;
+  const char *cmd = "predict", *gradcam = NULL, *gc_class = "predicted", *thr_s = "0.5", *val_data = NULL;
   int json = 0, nimg = 0, tta = 0;
   cli_ensemble E;
   memset(&E, 0, sizeof E);
@@ -145,6 +184,15 @@ int cmd_predict(int argc, char **argv) {
     }
     if (!strcmp(a, "--json")) json = 1;
     else if (!strcmp(a, "--tta")) tta = 1;
+    else if (!strcmp(a, "--gradcam-class")) {
+      if (!(v = arg_value(cmd, argc, argv, &i))) { free(imgs); return 2; }
+      if (strcmp(v, "predicted") && strcmp(v, "positive") && strcmp(v, "negative") && strcmp(v, "both")) {
+        fprintf(stderr, "xray-dp predict: --gradcam-class: '%s' is not predicted, positive, negative or both\n", v);
+        free(imgs);
+        return 2;
+      }
+      gc_class = v;
+    }
     else if (!strcmp(a, "--mem-limit")) {
       if (!(v = arg_value(cmd, argc, argv, &i)) || arg_mem_limit(cmd, v)) { free(imgs); return 2; }
     } else if (!strcmp(a, "--ckpt") || !strcmp(a, "--gradcam") || !strcmp(a, "--threshold") || !strcmp(a, "--val-data")) {
@@ -174,6 +222,11 @@ int cmd_predict(int argc, char **argv) {
   }
   if (gradcam && !gradcam[0]) {
     fprintf(stderr, "xray-dp predict: --gradcam: empty folder name\n");
+    free(imgs);
+    return 2;
+  }
+  if (!gradcam && strcmp(gc_class, "predicted")) {
+    fprintf(stderr, "xray-dp predict: --gradcam-class needs --gradcam DIR\n");
     free(imgs);
     return 2;
   }
@@ -218,17 +271,17 @@ int cmd_predict(int argc, char **argv) {
   xd_workspace *wsp = &E.ws[0];
   const char *ckpt = E.path[0];
   const xd_ckpt_meta *metap = &E.meta[0];
-  const int H = mp->in_h, W = mp->in_w, D = xd_gradcam_display_size(H);
-  uint8_t *px = malloc((size_t)H * W), *big = malloc((size_t)D * D);
-  float *cam = malloc((size_t)D * D * sizeof(float));
-  char **done = calloc((size_t)nimg, sizeof *done);
+  const int H = mp->in_h, W = mp->in_w;
+  const int both = !strcmp(gc_class, "both");
+  uint8_t *px = malloc((size_t)H * W);
+  char **done = calloc((size_t)nimg * 2, sizeof *done);
   char *so_buf = NULL;
   size_t so_len = 0;
   FILE *so = open_memstream(&so_buf, &so_len); /* results, printed when every image is done */
   int nids = 0;
   file_id *ids = gradcam ? input_ids(imgs, nimg, &E, val_data, &nids) : NULL;
   int failed = 0, fatal = 0;
-  if (!px || !big || !cam || !done || !so || (gradcam && !ids)) {
+  if (!px || !done || !so || (gradcam && !ids)) {
     fprintf(stderr, "xray-dp predict: out of memory\n");
     fatal = 1;
     goto end;
@@ -249,20 +302,34 @@ int cmd_predict(int argc, char **argv) {
       rc = xd_fail(&e, "%s: %s gives the probability %g, not a number in [0, 1] (non-finite weights or activations)",
                    imgs[i], names, isnan(p) ? NAN : (double)p);
     if (rc == 0 && gradcam) {
-      float p2;
-      char out[4096];
-      if (xd_gradcam(mp, wsp, px, D, D, cam, &p2) != 0)
-        rc = xd_fail(&e, "%s: model has no conv layer for Grad-CAM", ckpt);
-      if (rc == 0) rc = xd_image_load_gray(imgs[i], D, big, &e);
-      if (rc == 0) {
-        gradcam_name(gradcam, imgs[i], p, i, done, i, ids, nids, out, sizeof out);
-        if (write_gradcam(out, big, cam, D, D, &e) != 0) {
+      unsigned char *src = NULL;
+      size_t slen = 0;
+      rc = read_all(imgs[i], &src, &slen, &e);
+      for (int k = 0; rc == 0 && k < 1 + both; k++) {
+        xd_gradcam_info gi = {p, thr, pos, neg, -1};
+        if (both) gi.map_class = k == 0 ? (p >= thr) : !(p >= thr); /* the called class first */
+        else if (!strcmp(gc_class, "positive")) gi.map_class = 1;
+        else if (!strcmp(gc_class, "negative")) gi.map_class = 0;
+        unsigned char *png = NULL;
+        size_t plen = 0;
+        char out[4096];
+        rc = xd_gradcam_png(mp, wsp, ckpt, px, src, slen, imgs[i], &gi, &png, &plen, &e);
+        if (rc != 0) break;
+        gradcam_name(gradcam, imgs[i], p, both ? (gi.map_class ? pos : neg) : NULL, i, done, 2 * i + k, ids, nids,
+                     out, sizeof out);
+        if (write_png(out, png, plen, &e) != 0) {
+          free(png);
           /* an output that cannot be written is not a bad image: stop, print no results */
-          err_line(e.msg);
           fatal = 1;
           break;
         }
-        done[i] = xd_strdup(out);
+        free(png);
+        done[2 * i + k] = xd_strdup(out);
+      }
+      free(src);
+      if (fatal) {
+        err_line(e.msg);
+        break;
       }
     }
     if (json) {
@@ -304,11 +371,9 @@ end:
   free(so_buf);
   free(ids);
   cli_ensemble_free(&E);
-  for (int i = 0; i < nimg && done; i++) free(done[i]);
+  for (int i = 0; i < 2 * nimg && done; i++) free(done[i]);
   free(done);
   free(px);
-  free(big);
-  free(cam);
   free(imgs);
   return failed || fatal ? 1 : 0;
 }
