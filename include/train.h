@@ -36,6 +36,7 @@ typedef struct xd_train_opts {
   const char *notes;     /* lines for stdout and train.log once the run is set up (what --resume changed) */
   int64_t max_steps;     /* -1: no limit */
   int no_shuffle, quiet, sync_bn;
+  int progress;          /* rank 0 draws a progress bar on stdout (steps, validation, ETA of epoch and run) */
   xd_init_kind init;
   double mem_cap_mb;     /* in-memory shard cap per rank */
   volatile sig_atomic_t *stop_flag; /* set by SIGTERM/SIGUSR1 handlers (may be NULL) */

@@ -102,6 +102,11 @@ typedef struct run {
   float *val_probs;
   double allreduce_s; /* time in the gradient all-reduce this epoch (includes waiting for slower ranks) */
   int64_t good_epoch, good_step; /* the state last.h5 holds (good_step < 0: no last.h5 of this run yet) */
+  int bar;                 /* rank 0 draws the progress bar on stdout (o->progress, not quiet) */
+  int bar_epoch;           /* the epoch (1-based) the bar describes */
+  double bar_last;         /* when the bar was last drawn (drawn at most 10 times a second, and at the ends) */
+  double step_secs;        /* seconds per step of the current epoch (0: not known yet) */
+  double val_secs;         /* the last validation's seconds (0: none yet) */
 } run;
 
 static int leader(const run *r) { return r->d->rank == 0; }
@@ -401,6 +406,7 @@ static void say(run *r, const char *fmt, ...) {
   if (!leader(r)) return;
   va_list ap;
   if (!r->o->quiet) {
+    if (r->bar) fputs("\r\033[K", stdout); /* the progress bar's line */
     va_start(ap, fmt);
     vfprintf(stdout, fmt, ap);
     va_end(ap);
@@ -423,9 +429,20 @@ static int log_status(run *r, xd_err *e) {
 
 /* ---- validation (rank 0) ---- */
 
+static void bar_val(run *r, int64_t done, double t0);
+
 static void validate(run *r, xd_binary_metrics *vm) {
-  double loss = 0;
-  xd_infer(&r->m, &r->ws, r->val.n, r->val.images, r->val.labels, r->val_probs, &loss);
+  double loss = 0, t0 = xd_now();
+  /* in pieces of whole workspace batches, for the progress bar: the same forward passes and the same
+   * order of the loss sum as one call */
+  const size_t px = (size_t)r->m.in_c * r->m.in_h * r->m.in_w;
+  int64_t piece = (int64_t)r->ws.batch * (r->bar ? 1 : (r->val.n / r->ws.batch + 1));
+  for (int64_t a = 0; a < r->val.n; a += piece) {
+    int64_t nb = r->val.n - a < piece ? r->val.n - a : piece;
+    xd_infer(&r->m, &r->ws, nb, r->val.images + (size_t)a * px, r->val.labels + a, r->val_probs + a, &loss);
+    bar_val(r, a + nb, t0);
+  }
+  r->val_secs = xd_now() - t0;
   xd_metrics_binary(r->val.n, r->val_probs, r->val.labels, 0.5, vm);
   vm->loss = loss / (double)r->val.n;
 }
@@ -800,18 +817,63 @@ static int save_last(run *r, xd_err *e) {
   return 0;
 }
 
-static void progress(run *r, int epoch, int s, double t0, double loss_sum, double count) {
-  if (!leader(r) || r->o->quiet || !isatty(2)) return;
-  double el = xd_now() - t0;
-  int done = s + 1, total = r->steps_per_epoch, w = 24, k = done * w / total;
-  double ips = el > 0 ? done * (double)r->o->batch / el : 0, eta = done ? el / done * (total - done) : 0;
+/* ---- the progress bar (rank 0, stdout: the epoch lines' stream, so that they never interleave) ---- */
+
+static void fmt_secs(double t, char *b, size_t n) {
+  long s = t > 0 && t < 1e8 ? (long)(t + 0.5) : 0;
+  if (s >= 3600) snprintf(b, n, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else snprintf(b, n, "%ld:%02ld", s / 60, s % 60);
+}
+
+/* Seconds left in the whole run after `steps_done` steps in total, validations still to come after epochs
+ * first_val..the last complete one: the train steps at this epoch's rate, the validations at the last
+ * one's speed (before the first one: a forward pass per image at a third of a training step's time per image). */
+static double run_eta(run *r, int64_t steps_done, int first_val) {
+  const xd_train_opts *o = r->o;
+  int64_t total = (int64_t)o->epochs * r->steps_per_epoch;
+  if (o->max_steps >= 0 && o->max_steps < total) total = o->max_steps;
+  int64_t vals = total / r->steps_per_epoch - first_val + 1;
+  double left = (double)(total > steps_done ? total - steps_done : 0) * r->step_secs;
+  double val = r->val_secs > 0 ? r->val_secs : r->step_secs / o->batch * (double)r->val.n / 3;
+  return left + (r->has_val && vals > 0 ? (double)vals * val : 0);
+}
+
+static void bar_draw(run *r, const char *what, int64_t done, int64_t total, const char *tail, int force) {
+  double now = xd_now();
+  if (!force && now - r->bar_last < 0.1) return;
+  r->bar_last = now;
+  int w = 24, k = (int)(total > 0 ? done * w / total : w);
   char bar[32];
   for (int i = 0; i < w; i++) bar[i] = i < k ? '=' : (i == k ? '>' : '.');
   bar[w] = 0;
-  fprintf(stderr, "\repoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  ETA %d:%02d ", epoch, r->o->epochs, bar, done,
-          total, ips, count > 0 ? loss_sum / count : 0.0, (int)eta / 60, (int)eta % 60);
-  if (done == total) fputs("\r\033[K", stderr);
-  fflush(stderr);
+  fprintf(stdout, "\r\033[Kepoch %d/%d %s[%s] %lld/%lld  %s", r->bar_epoch, r->o->epochs, what, bar, (long long)done,
+          (long long)total, tail);
+  fflush(stdout);
+}
+
+static void progress(run *r, int epoch, int s, double t0, double loss_sum, double count) {
+  if (!r->bar) return;
+  double el = xd_now() - t0;
+  int done = s + 1, total = r->steps_per_epoch;
+  r->bar_epoch = epoch;
+  r->step_secs = done > 0 ? el / done : 0;
+  double ips = el > 0 ? done * (double)r->o->batch / el : 0, eta = r->step_secs * (total - done);
+  char te[24], tr[24], tail[160];
+  fmt_secs(eta, te, sizeof te);
+  fmt_secs(run_eta(r, r->st.step, epoch), tr, sizeof tr);
+  snprintf(tail, sizeof tail, "%.0f img/s  loss %.4f  ETA epoch %s, run %s ", ips, count > 0 ? loss_sum / count : 0.0,
+           te, tr);
+  bar_draw(r, "", done, total, tail, done == 1 || done == total);
+}
+
+static void bar_val(run *r, int64_t done, double t0) {
+  if (!r->bar) return;
+  double el = xd_now() - t0;
+  double left = done > 0 ? el / done * (double)(r->val.n - done) : 0;
+  char tr[24], tail[96];
+  fmt_secs(left + run_eta(r, r->st.step, r->bar_epoch + 1), tr, sizeof tr);
+  snprintf(tail, sizeof tail, "ETA run %s ", tr);
+  bar_draw(r, "validating ", done, r->val.n, tail, done == r->val.n);
 }
 
 /* --detect-anomaly after the all-reduce (every rank sees the same values): the forward pass's activations
@@ -857,6 +919,7 @@ static int run_epoch(run *r, int epoch, float *lr_out, xd_err *e) {
   }
   double t0 = xd_now() - r->st.part_seconds;
   int rc = 0, local_err = 0;
+  r->bar_epoch = epoch + 1;
   prefetch *pf = r->pf.ds ? &r->pf : NULL;
   r->allreduce_s = 0;
   if (pf) {
@@ -969,7 +1032,6 @@ static int run_epoch(run *r, int epoch, float *lr_out, xd_err *e) {
   free(y);
   if (rc < 0) return -1;
   if (rc > 0) {
-    if (leader(r) && isatty(2) && !o->quiet) fputs("\n", stderr);
     if (agree_leader(r, leader(r) ? save_last(r, e) : 0, e)) return -1;
     return rc;
   }
@@ -1048,6 +1110,7 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
   if (!r) return xd_fail(e, "out of memory"), -2;
   r->o = o;
   r->d = d;
+  r->bar = leader(r) && o->progress && !o->quiet;
   int rc = 0;
   snprintf(r->dir, sizeof r->dir, "%s", o->out);
   snprintf(r->last_path, sizeof r->last_path, "%s/last.h5", r->dir);

@@ -87,4 +87,24 @@ else
   echo "SKIP: scripts/mpirun.sh does not yet turn Ctrl-C into SIGUSR1 (Open MPI's mpirun kills the ranks 2 s after SIGINT)"
 fi
 
+# --- the progress bar: --progress into a file shows the steps, the validation and the ETA of the epoch and the
+# whole run; under np 2 rank 0 alone draws it (each epoch's first step once); without it (not a terminal) the
+# plain epoch lines, no escape sequences
+P=("$X" train --data d.h5 --model keras-seed --batch 16 --epochs 2 --patience 0)
+"${P[@]}" --out b1 --progress > b1.out
+"${MPI[@]}" -np 2 "${P[@]}" --out b2 --progress > b2.out
+for f in b1 b2; do
+  tr '\r' '\n' < $f.out > $f.lines
+  grep -q "^.\[Kepoch 1/2 \[=*>*\.*\] [0-9]*/26  .*ETA epoch [0-9]*:[0-9][0-9], run [0-9]*:[0-9][0-9]" $f.lines ||
+    { cat $f.lines; fail "$f: no step bar with the ETA of the epoch and the run"; }
+  grep -q "^.\[Kepoch 2/2 validating \[========================\] 90/90  ETA run 0:00" $f.lines ||
+    { cat $f.lines; fail "$f: no validation bar"; }
+  [ "$(grep -c "\] 1/26 " $f.lines)" -eq 2 ] || { cat $f.lines; fail "$f: each epoch's first step not drawn exactly once"; }
+  [ "$(grep -c "epoch 2/2: loss" $f.lines)" -eq 1 ] || fail "$f: epoch line not printed once"
+done
+"${MPI[@]}" -np 2 "${P[@]}" --out b3 > b3.out
+! grep -q "ETA\|$(printf '\033')" b3.out || { cat -A b3.out; fail "np 2 into a file without --progress: a bar or escapes"; }
+[ "$(grep -c "^epoch [12]/2: loss" b3.out)" -eq 2 ] || { cat b3.out; fail "np 2 into a file: not the 2 plain epoch lines"; }
+ok "--progress: steps, validation, ETA of epoch and run, once under np 2; into a file without it: plain epoch lines"
+
 echo "ux: $pass passed, 0 failed"

@@ -38,6 +38,19 @@ static void on_stop_signal(int sig) {
   g_stop = 1;
 }
 
+/* Whether what this process prints reaches a terminal: its stdout is one, or, under Open MPI's mpirun (which
+ * gives each rank a pseudo-terminal of its own, whatever mpirun's output is), the stdout of the mpirun that
+ * started it is one. */
+static int stdout_is_terminal(void) {
+  if (!getenv("OMPI_COMM_WORLD_RANK")) return isatty(1);
+  char link[64], target[256];
+  snprintf(link, sizeof link, "/proc/%ld/fd/1", (long)getppid());
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n <= 0) return 0;
+  target[n] = 0;
+  return !strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8) || !strcmp(target, "/dev/console");
+}
+
 static const char *HELP =
     "usage: xray-dp train [options]          (also: mpirun -np N xray-dp [train] [options])\n"
     "\n"
@@ -100,7 +113,11 @@ static const char *HELP =
     "                       streamed from the file, the next batch read while the current one computes\n"
     "  --mem-limit SIZE     refuse a run needing more memory than SIZE (model, optimizer state,\n"
     "                       activations and images; e.g. 8G; default 90% of RAM), before reading the data\n"
-    "  --quiet              no progress or epoch lines (errors still go to stderr)\n"
+    "  --quiet              no progress bar or epoch lines (errors still go to stderr)\n"
+    "  --progress           rank 0 draws a progress bar on stdout: the epoch's steps, then its validation,\n"
+    "                       with the ETA of the epoch and of the whole run (default: when the terminal is\n"
+    "                       stdout, of xray-dp or, under mpirun, of mpirun; else only the epoch lines)\n"
+    "  --no-progress        only the epoch lines, also on a terminal\n"
     "\n"
     "The default model is a recipe, not only a network: --model default (also when --model is not given)\n"
     "first applies\n"
@@ -271,6 +288,7 @@ typedef struct invocation {
   const char *out;
   int resume;       /* 0, 1 (--resume), 2 (--resume auto) */
   int overwrite, quiet, detect_anomaly;
+  int progress;     /* -1: when stdout is a terminal, 0 --no-progress, 1 --progress */
   int64_t max_steps, threads;
   double mem_cap_mb;
 } invocation;
@@ -320,6 +338,10 @@ static int parse_args(int argc, char **argv, settings *s, invocation *inv) {
       inv->detect_anomaly = 1;
     } else if (inv && !strcmp(a, "--quiet")) {
       inv->quiet = 1;
+    } else if (inv && !strcmp(a, "--progress")) {
+      inv->progress = 1;
+    } else if (inv && !strcmp(a, "--no-progress")) {
+      inv->progress = 0;
     } else if (inv && !strcmp(a, "--max-steps")) {
       if (!(v = arg_value(CMD, argc, argv, &i)) || arg_int(CMD, a, v, 0, INT64_MAX, &iv)) return -1;
       inv->max_steps = iv;
@@ -602,7 +624,7 @@ int cmd_train(int argc, char **argv) {
   char *recipe_buf = NULL, **rargv = NULL;
   char outbuf[256], command[4096], notes[NOTES_MAX] = "";
   xd_err e = {{0}};
-  invocation inv = {NULL, 0, 0, 0, 0, -1, 0, 8192};
+  invocation inv = {NULL, 0, 0, 0, 0, -1, -1, 0, 8192};
   xd_train_opts o;
   memset(&o, 0, sizeof o);
   if (!given || !eff || !recipe_s || !plan || !config) {
@@ -757,6 +779,7 @@ int cmd_train(int argc, char **argv) {
              "only what a run killed before its first checkpoint left: starting the run again\n", inv.out);
   o.max_steps = inv.max_steps;
   o.quiet = inv.quiet;
+  o.progress = d.rank == 0 && (inv.progress < 0 ? stdout_is_terminal() : inv.progress);
   o.mem_cap_mb = inv.mem_cap_mb;
   o.detect_anomaly = inv.detect_anomaly;
   o.stop_flag = &g_stop;
