@@ -38,6 +38,9 @@ typedef struct xd_train_state {
   int64_t stopped;       /* 1: early stopping fired */
   int64_t threshold_chosen; /* 1: threshold chosen on the val split; 0: the 0.5 default of a run without
                              * one (eval/predict --threshold auto refuse it). Absent (older files): 1 */
+  int64_t lr_drops;      /* --schedule plateau: reductions of the lr so far (lr x FACTOR^lr_drops); absent: 0 */
+  double plateau_best;   /* plateau: best monitored value so far (set by the first epoch); absent: 0 */
+  int64_t plateau_bad;   /* plateau: epochs since it last improved or the lr last dropped; absent: 0 */
 } xd_train_state;
 
 typedef struct xd_ckpt_meta {

@@ -54,16 +54,19 @@ void xd_opt_step(xd_optimizer *o, float *params, const float *grads, float lr);
 void xd_ema_update(float *ema, const float *x, size_t n, double decay, int64_t step);
 
 /* Learning-rate schedules: "constant", "step:EVERY:GAMMA" (x GAMMA every EVERY epochs),
- * "cosine" (to 0 over the run's epochs), "cosine:MIN_FACTOR". Without warm-up the lr changes once per
+ * "cosine" (to 0 over the run's epochs), "cosine:MIN_FACTOR", "plateau[:FACTOR:PATIENCE]" (ReduceLROnPlateau:
+ * the training loop multiplies the lr by FACTOR (gamma) after PATIENCE (every) epochs without improvement of
+ * the monitored metric; these functions give it the constant lr). Without warm-up the lr changes once per
  * epoch; with warmup_epochs W > 0 it is computed per step: linear from lr/(W*S) to lr over the first
  * W*S steps (S steps per epoch), then the schedule over the remaining steps (cosine per step). */
 typedef struct xd_schedule {
-  int kind; /* 0 constant, 1 step, 2 cosine */
+  int kind; /* 0 constant, 1 step, 2 cosine, 3 plateau (gamma: FACTOR, every: PATIENCE) */
   int every;
   double gamma, min_factor;
   int warmup_epochs;
 } xd_schedule;
-/* 0, or -1 for anything else: EVERY a positive int, 0 < GAMMA <= 1, 0 <= MIN_FACTOR <= 1, every number
+/* 0, or -1 for anything else: EVERY a positive int, 0 < GAMMA <= 1, 0 <= MIN_FACTOR <= 1, plateau's
+ * 0 < FACTOR < 1 (default 0.1) and PATIENCE in 1..1000000 (default 2), every number
  * finite and filling its field ("step:1:nan", "cosine:", "step:2:0.5x" are refused). */
 int xd_schedule_parse(const char *s, xd_schedule *out);
 /* lr for 0-based epoch of `epochs` total */

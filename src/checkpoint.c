@@ -106,7 +106,8 @@ int xd_checkpoint_check_values(const xd_model *m, const xd_optimizer *opt, xd_er
 /* The scalar training state: what resuming and predicting rely on. */
 static int check_state(const xd_train_state *st, xd_err *e) {
   struct { const char *name; int64_t v; } ints[] = {{"step", st->step}, {"epoch", st->epoch},
-      {"step_in_epoch", st->step_in_epoch}, {"best_epoch", st->best_epoch}, {"bad_epochs", st->bad_epochs}};
+      {"step_in_epoch", st->step_in_epoch}, {"best_epoch", st->best_epoch}, {"bad_epochs", st->bad_epochs},
+      {"lr_drops", st->lr_drops}, {"plateau_bad", st->plateau_bad}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
     if (ints[i].v < 0) return xd_fail(e, "attribute '%s' = %lld is negative", ints[i].name, (long long)ints[i].v);
   if (st->threshold_chosen != 0 && st->threshold_chosen != 1)
@@ -115,6 +116,8 @@ static int check_state(const xd_train_state *st, xd_err *e) {
     return xd_fail(e, "attribute 'stopped' = %lld is not 0 or 1", (long long)st->stopped);
   if (!(st->threshold >= 0.0 && st->threshold <= 1.0))
     return xd_fail(e, "attribute 'threshold' = %g is not in [0, 1]", st->threshold);
+  if (!isfinite(st->plateau_best))
+    return xd_fail(e, "attribute 'plateau_best' = %g is not finite", st->plateau_best);
   if (st->best_epoch > 0 && !isfinite(st->best_metric))
     return xd_fail(e, "attribute 'best_metric' = %g is not finite (best epoch %lld)", st->best_metric,
                    (long long)st->best_epoch);
@@ -291,6 +294,9 @@ static int write_all(writer *w, const xd_model *m, const xd_optimizer *opt, cons
     XD_TRY(w_f64(w, f, "partial_seconds", st->part_seconds));
     XD_TRY(w_i64(w, f, "stopped", st->stopped));
     XD_TRY(w_i64(w, f, "threshold_chosen", st->threshold_chosen));
+    XD_TRY(w_i64(w, f, "lr_drops", st->lr_drops));
+    XD_TRY(w_f64(w, f, "plateau_best", st->plateau_best));
+    XD_TRY(w_i64(w, f, "plateau_bad", st->plateau_bad));
   }
   if (opt) {
     hid_t g = H5Gopen2(f, "/optim", H5P_DEFAULT);
@@ -679,7 +685,9 @@ static int read_state(reader *r, xd_train_state *st) {
       r_num(r, f, "", "partial_correct", 0, &st->part_correct) < 0 ||
       r_num(r, f, "", "partial_count", 0, &st->part_count) < 0 ||
       r_num(r, f, "", "partial_seconds", 0, &st->part_seconds) < 0 || r_num(r, f, "", "stopped", 1, &st->stopped) < 0 ||
-      r_num(r, f, "", "threshold_chosen", 1, &st->threshold_chosen) < 0)
+      r_num(r, f, "", "threshold_chosen", 1, &st->threshold_chosen) < 0 ||
+      r_num(r, f, "", "lr_drops", 1, &st->lr_drops) < 0 || r_num(r, f, "", "plateau_best", 0, &st->plateau_best) < 0 ||
+      r_num(r, f, "", "plateau_bad", 1, &st->plateau_bad) < 0)
     return -1;
   st->seed = (uint64_t)seed;
   xd_err why;

@@ -188,6 +188,28 @@ int xd_schedule_parse(const char *s, xd_schedule *out) {
     out->min_factor = f;
     return 0;
   }
+  if (!strncmp(s, "plateau", 7)) {
+    out->kind = 3;
+    out->gamma = 0.1;
+    out->every = 2;
+    if (s[7] == 0) return 0;
+    if (s[7] != ':') return -1;
+    const char *p = s + 8, *colon = strchr(p, ':');
+    if (!colon || colon - p > 60) return -1;
+    char fbuf[64];
+    memcpy(fbuf, p, (size_t)(colon - p));
+    fbuf[colon - p] = 0;
+    double f;
+    if (parse_num(fbuf, &f) || !(f > 0 && f < 1)) return -1;
+    if (!isdigit((unsigned char)colon[1])) return -1;
+    char *end;
+    errno = 0;
+    long pat = strtol(colon + 1, &end, 10);
+    if (errno || *end || pat < 1 || pat > 1000000) return -1;
+    out->gamma = f;
+    out->every = (int)pat;
+    return 0;
+  }
   if (!strncmp(s, "step:", 5)) {
     out->kind = 1;
     const char *p = s + 5;

@@ -817,6 +817,14 @@ static int save_last(run *r, xd_err *e) {
   return 0;
 }
 
+/* The lr of the next step: the schedule's, times FACTOR^drops with --schedule plateau. */
+static float lr_now(const run *r) {
+  const xd_train_opts *o = r->o;
+  float lr = xd_schedule_lr_step(&o->sched, o->opt.lr, r->st.step, r->steps_per_epoch, o->epochs);
+  if (o->sched.kind == 3 && r->st.lr_drops > 0) lr = (float)(lr * pow(o->sched.gamma, (double)r->st.lr_drops));
+  return lr;
+}
+
 /* ---- the progress bar (rank 0, stdout: the epoch lines' stream, so that they never interleave) ---- */
 
 static void fmt_secs(double t, char *b, size_t n) {
@@ -998,7 +1006,7 @@ static int run_epoch(run *r, int epoch, float *lr_out, xd_err *e) {
                     (long long)r->st.step + 1, kept(r, kb, sizeof kb));
       break;
     }
-    float lr = xd_schedule_lr_step(&o->sched, o->opt.lr, r->st.step, r->steps_per_epoch, o->epochs);
+    float lr = lr_now(r);
     *lr_out = lr;
     xd_opt_step(&r->opt, m->params, m->grads, lr);
     xd_opt_ema_step(&r->opt, m->params, m->buffers);
@@ -1081,6 +1089,18 @@ static int end_epoch(run *r, int epoch, float lr, double t_epoch, double tl, dou
       r->st.bad_epochs++;
     }
   }
+  int dropped = 0; /* --schedule plateau: the lr drops after this epoch */
+  if (rc == 0 && o->sched.kind == 3) {
+    int up = o->monitor_auc && r->has_val;
+    if (epoch == 0 || (up ? metric > r->st.plateau_best + o->min_delta : metric < r->st.plateau_best - o->min_delta)) {
+      r->st.plateau_best = metric;
+      r->st.plateau_bad = 0;
+    } else if (++r->st.plateau_bad >= o->sched.every) {
+      r->st.lr_drops++;
+      r->st.plateau_bad = 0;
+      dropped = 1;
+    }
+  }
   if (rc == 0) {
     if (o->patience > 0 && r->st.bad_epochs >= o->patience) r->st.stopped = 1;
     double secs = xd_now() - t_epoch;
@@ -1096,6 +1116,9 @@ static int end_epoch(run *r, int epoch, float lr, double t_epoch, double tl, dou
       else
         say(r, "epoch %d/%d: loss %.4f acc %.4f | %.0f img/s%s %.1fs%s\n", epoch + 1, o->epochs, tl, ta, ips, comm,
             secs, better ? " *" : "");
+      if (dropped)
+        say(r, "xray-dp: no %s improvement for %d epoch%s: lr x %g = %g\n", mname, o->sched.every,
+            o->sched.every > 1 ? "s" : "", o->sched.gamma, (double)lr_now(r));
     }
   }
   ema_swap(r);
@@ -1151,7 +1174,7 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
     goto done;
   }
   for (int epoch = (int)r->st.epoch; epoch < o->epochs; epoch++) {
-    float lr = xd_schedule_lr_step(&o->sched, o->opt.lr, r->st.step, r->steps_per_epoch, o->epochs);
+    float lr = lr_now(r);
     double t_epoch = xd_now() - r->st.part_seconds;
     int er = run_epoch(r, epoch, &lr, e);
     if (er < 0) {
@@ -1183,13 +1206,15 @@ int xd_train(const xd_train_opts *o, xd_dist *d, xd_err *e) {
       goto done;
     }
     /* rank 0: validate, decide, checkpoint; then tell everyone whether to go on */
-    int32_t decision[2] = {0, 0}; /* stop, error */
+    int64_t decision[3] = {0, 0, 0}; /* stop, error, the plateau schedule's lr drops */
     int better = 0;
     if (leader(r)) {
       decision[1] = end_epoch(r, epoch, lr, t_epoch, tl, ta, ips, train_secs, &better, e) != 0;
       decision[0] = r->st.stopped;
+      decision[2] = r->st.lr_drops;
     }
     xd_dist_bcast_idle(d, decision, sizeof decision);
+    r->st.lr_drops = decision[2];
     if (decision[1]) {
       rc = -1; /* rank 0 holds the message */
       if (!leader(r)) e->msg[0] = 0;

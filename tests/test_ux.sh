@@ -107,4 +107,34 @@ done
 [ "$(grep -c "^epoch [12]/2: loss" b3.out)" -eq 2 ] || { cat b3.out; fail "np 2 into a file: not the 2 plain epoch lines"; }
 ok "--progress: steps, validation, ETA of epoch and run, once under np 2; into a file without it: plain epoch lines"
 
+# --- --schedule plateau: patience 1, factor 0.5: the lr column halves after an epoch without val_loss
+# improvement; --resume from last.h5 mid-epoch (before and after a drop) ends bitwise as the whole run
+Q=("$X" train --data d.h5 --model keras-seed --batch 16 --epochs 6 --patience 0 --lr 3e-3 --schedule plateau:0.5:1 --quiet)
+"${Q[@]}" --out q
+lrs=$(cut -d, -f11 q/metrics.csv | tail -n +2 | tr '\n' ' ')
+[ "$(head -1 q/metrics.csv | cut -d, -f11)" = lr ] || fail "metrics.csv: column 11 is not lr"
+[ "$(cut -d, -f11 q/metrics.csv | tail -n +2 | sort -u | wc -l)" -ge 2 ] || fail "plateau: the lr never dropped ($lrs)"
+prev=""; bad=0
+while IFS=, read -r ep tl ta vl rest; do
+  lr=$(cut -d, -f11 <<< "$ep,$tl,$ta,$vl,$rest")
+  if [ -n "$prev" ]; then
+    awk -v a="$prev" -v b="$lr" 'BEGIN { exit !(b == a || (b > 0.49 * a && b < 0.51 * a)) }' || bad=1
+  fi
+  prev=$lr
+done < <(tail -n +2 q/metrics.csv)
+[ $bad -eq 0 ] || fail "plateau: the lr changed by something other than x 0.5 ($lrs)"
+for ms in 60 140; do
+  "${Q[@]}" --out q$ms --max-steps $ms
+  "${Q[@]}" --out q$ms --resume
+  "$DIFF" q/last.h5 q$ms/last.h5 0 --optim > /dev/null || fail "plateau: stopped at step $ms and resumed: not bitwise the whole run"
+  cmp -s <(cut -d, -f1-11 q/metrics.csv) <(cut -d, -f1-11 q$ms/metrics.csv) || fail "plateau: resumed at step $ms: metrics differ"
+done
+for v in plateau:1:2 plateau:0:2 plateau:0.5 plateau:0.5:0 plateau:0.5:x plateau:nan:2 plateaux plateau: plateau:0.5:2:1; do
+  rc=0; "$X" train --data d.h5 --schedule "$v" --out qbad --quiet > qbad.out 2>&1 || rc=$?
+  [ $rc -eq 2 ] && [ "$(wc -l < qbad.out)" -eq 1 ] && grep -q "^xray-dp train: --schedule: expected .*plateau\[:FACTOR:PATIENCE\].*got '$v'" qbad.out ||
+    { cat qbad.out; fail "--schedule $v: exit $rc"; }
+  [ ! -e qbad ] || fail "--schedule $v: left a run folder"
+done
+ok "--schedule plateau: lr $lrs; resumed before and after a drop: bitwise; 9 bad values exit 2 with one line"
+
 echo "ux: $pass passed, 0 failed"

@@ -71,7 +71,10 @@ static const char *HELP =
     "  --weight-decay WD    L2 penalty added to the gradient, as PyTorch's weight_decay (default 0); with\n"
     "                       adamw the decoupled decay p -= lr*WD*p, as torch.optim.AdamW\n"
     "  --schedule S         lr schedule: constant (default), cosine, cosine:MIN_FACTOR (0..1),\n"
-    "                       step:EVERY:GAMMA (GAMMA in (0, 1])\n"
+    "                       step:EVERY:GAMMA (GAMMA in (0, 1]), or plateau[:FACTOR:PATIENCE]: the lr times\n"
+    "                       FACTOR (default 0.1) after PATIENCE (default 2) epochs in a row without improvement\n"
+    "                       of the --monitor metric by more than --min-delta (val_loss for `last`; train_loss\n"
+    "                       without a val split), as Keras' ReduceLROnPlateau; kept in last.h5 for --resume\n"
     "  --warmup E           linear lr warm-up over the first E epochs; the lr then changes every step\n"
     "  --ema DECAY          keep an exponential moving average of the weights (e.g. 0.998): it is what is\n"
     "                       validated and written to best.h5 (default 0 = off)\n"
@@ -231,13 +234,15 @@ static int canon(int k, const char *v, const char *label, char *out) {
     if (strlen(v) > 200 || (colon && !colon[1]) || every < 1 || every > 1000000 || xd_schedule_parse(v, &s) ||
         !isfinite(s.min_factor) || s.min_factor < 0 ||
         s.min_factor > 1 || (s.kind == 1 && (!isfinite(s.gamma) || s.gamma <= 0 || s.gamma > 1 || s.every <= 0))) {
-      fprintf(stderr, "xray-dp train: %s: expected constant, cosine, cosine:MIN (0..1) or step:EVERY:GAMMA (EVERY in "
-                      "1..1000000, GAMMA in (0, 1]), got '%s'\n", label, strlen(v) < 200 ? v : "(too long)");
+      fprintf(stderr, "xray-dp train: %s: expected constant, cosine, cosine:MIN (0..1), step:EVERY:GAMMA (EVERY in "
+                      "1..1000000, GAMMA in (0, 1]) or plateau[:FACTOR:PATIENCE] (FACTOR in (0, 1), PATIENCE in "
+                      "1..1000000), got '%s'\n", label, strlen(v) < 200 ? v : "(too long)");
       return -1;
     }
     if (s.kind == 0) snprintf(out, VAL_MAX, "constant");
     else if (s.kind == 2 && s.min_factor == 0) snprintf(out, VAL_MAX, "cosine");
     else if (s.kind == 2) snprintf(out, VAL_MAX, "cosine:%.17g", s.min_factor);
+    else if (s.kind == 3) snprintf(out, VAL_MAX, "plateau:%.17g:%d", s.gamma, s.every);
     else snprintf(out, VAL_MAX, "step:%d:%.17g", s.every, s.gamma);
   } else if (k == S_INIT) {
     xd_init_kind kind;
