@@ -137,4 +137,11 @@ for v in plateau:1:2 plateau:0:2 plateau:0.5 plateau:0.5:0 plateau:0.5:x plateau
 done
 ok "--schedule plateau: lr $lrs; resumed before and after a drop: bitwise; 9 bad values exit 2 with one line"
 
+# --- the quickstart ends, after eval, with the sentence that says what the numbers mean
+tail -4 "$SRC/scripts/quickstart.sh" | head -1 | grep -q "eval .*--split test --threshold auto" || fail "quickstart: eval is not the last step before the sentence"
+msg=$(bash -c "$(tail -3 "$SRC/scripts/quickstart.sh")")
+grep -q "test split, which training never saw" <<< "$msg" && grep -q "threshold chosen on the validation split to catch >= 95%" <<< "$msg" ||
+  fail "quickstart: no closing sentence ($msg)"
+ok "quickstart: ends with what the numbers mean"
+
 echo "ux: $pass passed, 0 failed"
