@@ -245,7 +245,7 @@ if [ -f "$f1" ]; then
   ok
   [ "$(head -c 8 "$f1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok || bad "$f1: not a PNG"
   wh=$(od -An -tu1 -j16 -N8 "$f1" | awk '{ print ($3 * 256 + $4) "x" ($7 * 256 + $8) }')
-  [ "$wh" = 384x384 ] && ok || bad "$f1: ${wh}, expected 384x384"
+  [ "$wh" = 512x644 ] && ok || bad "$f1: ${wh}, expected 512x644 (512 square at the source's aspect, plus the 132-px panel)"
 else
   bad "no overlay named $f1: $(ls "$W/cam")"
 fi
