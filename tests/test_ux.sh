@@ -61,31 +61,27 @@ ok "two Ctrl-C: exit 130 at once, last.h5 intact"
 
 # --- under scripts/mpirun.sh -np 2 (Open MPI's mpirun kills the ranks 2 s after SIGINT: the wrapper turns the
 # first Ctrl-C into SIGUSR1, which mpirun forwards)
-if grep -q "setsid mpirun" "$SRC/scripts/mpirun.sh"; then
-  "${MPI[@]}" -np 2 "${T[@]}" --out m1 > m1.out 2>&1 &
-  p=$!
-  wait_rows m1 1
-  ctrl_c $p
-  rc=0; wait $p || rc=$?
-  [ $rc -eq 0 ] || { cat m1.out; fail "np 2 Ctrl-C: exit $rc, expected 0"; }
-  grep -q "^xray-dp: to continue: mpirun -np 2 xray-dp train --out m1 --resume$" m1.out ||
-    { cat m1.out; fail "np 2 Ctrl-C: no resume command"; }
-  "${MPI[@]}" -np 2 "${T[@]}" --out m1 --resume --quiet
-  "${MPI[@]}" -np 2 "${T[@]}" --out m1ref --quiet
-  "$DIFF" m1ref/last.h5 m1/last.h5 0 --optim > /dev/null || fail "np 2 Ctrl-C then resume: not bitwise the uninterrupted run"
-  "${MPI[@]}" -np 2 "$X" train --data s.h5 --model keras-seed --batch 128 --epochs 50 --patience 0 --out m2 > m2.out 2>&1 &
-  p=$!
-  wait_rows m2 1
-  ctrl_c $p; sleep 0.2; ctrl_c $p
-  t0=$(date +%s)
-  rc=0; wait $p || rc=$?
-  [ $rc -eq 130 ] || { cat m2.out; fail "np 2 two Ctrl-C: exit $rc, expected 130"; }
-  [ $(($(date +%s) - t0)) -le 10 ] || fail "np 2 two Ctrl-C: took over 10 s"
-  "$X" info m2/last.h5 > /dev/null || fail "np 2 two Ctrl-C: last.h5 unreadable"
-  ok "np 2 under scripts/mpirun.sh: one Ctrl-C exits 0 and resumes bitwise; two exit 130 at once, last.h5 intact"
-else
-  echo "SKIP: scripts/mpirun.sh does not yet turn Ctrl-C into SIGUSR1 (Open MPI's mpirun kills the ranks 2 s after SIGINT)"
-fi
+"${MPI[@]}" -np 2 "${T[@]}" --out m1 > m1.out 2>&1 &
+p=$!
+wait_rows m1 1
+ctrl_c $p
+rc=0; wait $p || rc=$?
+[ $rc -eq 0 ] || { cat m1.out; fail "np 2 Ctrl-C: exit $rc, expected 0"; }
+grep -q "^xray-dp: to continue: mpirun -np 2 xray-dp train --out m1 --resume$" m1.out ||
+  { cat m1.out; fail "np 2 Ctrl-C: no resume command"; }
+"${MPI[@]}" -np 2 "${T[@]}" --out m1 --resume --quiet
+"${MPI[@]}" -np 2 "${T[@]}" --out m1ref --quiet
+"$DIFF" m1ref/last.h5 m1/last.h5 0 --optim > /dev/null || fail "np 2 Ctrl-C then resume: not bitwise the uninterrupted run"
+"${MPI[@]}" -np 2 "$X" train --data s.h5 --model keras-seed --batch 128 --epochs 50 --patience 0 --out m2 > m2.out 2>&1 &
+p=$!
+wait_rows m2 1
+ctrl_c $p; sleep 0.2; ctrl_c $p
+t0=$(date +%s)
+rc=0; wait $p || rc=$?
+[ $rc -eq 130 ] || { cat m2.out; fail "np 2 two Ctrl-C: exit $rc, expected 130"; }
+[ $(($(date +%s) - t0)) -le 10 ] || fail "np 2 two Ctrl-C: took over 10 s"
+"$X" info m2/last.h5 > /dev/null || fail "np 2 two Ctrl-C: last.h5 unreadable"
+ok "np 2 under scripts/mpirun.sh: one Ctrl-C exits 0 and resumes bitwise; two exit 130 at once, last.h5 intact"
 
 # --- the progress bar: --progress into a file shows the steps, the validation and the ETA of the epoch and the
 # whole run; under np 2 rank 0 alone draws it (each epoch's first step once); without it (not a terminal) the
