@@ -25,6 +25,9 @@ int64_t xd_dist_max_i64(xd_dist *d, int64_t v);
 void xd_dist_bcast_idle(xd_dist *d, void *buf, int bytes);
 /* 1 if every rank holds the same 64-bit value. */
 int xd_dist_all_equal_u64(xd_dist *d, uint64_t v);
+/* Where the ranks run (collective): "2 hosts: n0 (rank 0), n1 (rank 1)" — each host with its ranks, in
+ * rank order of first appearance (MPI_Get_processor_name). Written into buf (truncated to n). 0 or -1. */
+int xd_dist_hosts(xd_dist *d, char *buf, size_t n);
 /* Adapter for the batchnorm reducer (--sync-bn). */
 void xd_dist_sum_doubles_cb(void *ctx, double *x, int n);
 

@@ -1,5 +1,8 @@
 #include "dist.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int xd_dist_init(xd_dist *d, int *argc, char ***argv) {
@@ -63,4 +66,51 @@ int xd_dist_all_equal_u64(xd_dist *d, uint64_t v) {
   MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, d->comm);
   MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, d->comm);
   return lo == hi;
+}
+
+int xd_dist_hosts(xd_dist *d, char *buf, size_t n) {
+  enum { W = MPI_MAX_PROCESSOR_NAME };
+  char me[W];
+  int len = 0;
+  memset(me, 0, sizeof me);
+  if (MPI_Get_processor_name(me, &len) != MPI_SUCCESS) snprintf(me, sizeof me, "?");
+  me[W - 1] = 0;
+  char *all = calloc((size_t)d->size, W);
+  if (!all) return -1;
+  if (MPI_Allgather(me, W, MPI_CHAR, all, W, MPI_CHAR, d->comm) != MPI_SUCCESS) {
+    free(all);
+    return -1;
+  }
+  /* hosts in order of their first rank; each with its rank list */
+  int nhosts = 0;
+  for (int r = 0; r < d->size; r++) {
+    int first = 1;
+    for (int q = 0; q < r && first; q++)
+      if (!strcmp(all + (size_t)q * W, all + (size_t)r * W)) first = 0;
+    nhosts += first;
+  }
+  size_t k = 0;
+  int w = snprintf(buf, n, "%d host%s:", nhosts, nhosts == 1 ? "" : "s");
+  k = w > 0 && (size_t)w < n ? (size_t)w : n ? n - 1 : 0;
+  for (int r = 0; r < d->size && k + 1 < n; r++) {
+    int first = 1;
+    for (int q = 0; q < r && first; q++)
+      if (!strcmp(all + (size_t)q * W, all + (size_t)r * W)) first = 0;
+    if (!first) continue;
+    int cnt = 0;
+    for (int q = r; q < d->size; q++) cnt += !strcmp(all + (size_t)q * W, all + (size_t)r * W);
+    w = snprintf(buf + k, n - k, "%s %s (%d rank%s:", r ? "," : "", all + (size_t)r * W, cnt, cnt == 1 ? "" : "s");
+    k = w > 0 && (size_t)w < n - k ? k + (size_t)w : n - 1;
+    for (int q = r; q < d->size && k + 1 < n; q++) {
+      if (strcmp(all + (size_t)q * W, all + (size_t)r * W)) continue;
+      w = snprintf(buf + k, n - k, " %d", q);
+      k = w > 0 && (size_t)w < n - k ? k + (size_t)w : n - 1;
+    }
+    if (k + 1 < n) {
+      w = snprintf(buf + k, n - k, ")");
+      k = w > 0 && (size_t)w < n - k ? k + (size_t)w : n - 1;
+    }
+  }
+  free(all);
+  return 0;
 }

@@ -96,6 +96,7 @@ typedef struct run {
   float cw[2];
   const float *cwp;
   char dir[2048], last_path[2100], best_path[2100], csv_path[2100], log_path[2100];
+  char hosts[1024];      /* where the ranks run (xd_dist_hosts), for train.log */
   FILE *log;
   int log_errno;         /* first failed write to train.log (0: none) */
   xd_reducer bn_reducer;
@@ -672,6 +673,7 @@ static int setup(run *r, xd_err *e) {
   r->st.threshold = 0.5;
   r->st.threshold_chosen = 0; /* until a val split chooses it */
   r->st.best_metric = NAN;
+  if (xd_dist_hosts(d, r->hosts, sizeof r->hosts) != 0) snprintf(r->hosts, sizeof r->hosts, "unknown hosts");
   if (agree(r, shard_info(r, e), e)) return -1;
   if (agree_leader(r, leader(r) ? setup_leader(r, e) : 0, e)) return -1;
   XD_TRY(bcast_model(r, e));
@@ -777,6 +779,7 @@ static int open_logs(run *r, xd_err *e) {
   fprintf(r->log, "=== %s %s\ncommand: %s\n", ts, o->resume ? "resumed" : "started", o->command ? o->command : "");
   fprintf(r->log, "ranks x threads: %d x %d; global batch %d (local %d); %d steps per epoch\n", r->d->size,
           omp_get_max_threads(), o->batch, r->lb, r->steps_per_epoch);
+  fprintf(r->log, "hosts: %s\n", r->hosts);
   fprintf(r->log, "data: %s: %dx%d, train %lld (%s %lld, %s %lld), val %lld; source: %s\n", o->data,
           r->info.height, r->info.width, (long long)r->train_total, r->info.class_names[0],
           (long long)r->class_count[0], r->info.nclasses > 1 ? r->info.class_names[1] : "-",

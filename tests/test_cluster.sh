@@ -60,9 +60,9 @@ kb=$(((b1 - b0) / 1024))
 "$DIFF" cl/last.h5 np2/last.h5 1e-6 || fail "2-node run vs single-node np 2: weights beyond 1e-6"
 "$DIFF" cl/last.h5 np2/last.h5 1e-6 --optim >/dev/null || fail "2-node run vs single-node np 2: optimizer state beyond 1e-6"
 how="to 1e-6"; "$DIFF" cl/last.h5 np2/last.h5 0 --optim >/dev/null && how="bitwise (same reduction order over TCP as over shared memory)"
-if grep -qi "host" np2/train.log; then   # hosts recorded by train.log (issue 10, item 6): must show both nodes
-  grep -q "n0" cl/train.log && grep -q "n1" cl/train.log || fail "train.log does not name both hosts n0 and n1"
-fi
+grep -q "^hosts: 2 hosts: n0 (1 rank: 0), n1 (1 rank: 1)$" cl/train.log ||
+  fail "train.log does not record the two hosts: $(grep '^hosts' cl/train.log)"
+grep -q "^hosts: 1 host: .* (2 ranks: 0 1)$" np2/train.log || fail "np 2 train.log: $(grep '^hosts' np2/train.log)"
 ok "2 ranks on 2 nodes over TCP ($kb KB from n1 through the bridge) = np 2 on one node $how, weights and Adam moments ($(printf '%.1f' "$(echo "$t2 - $t1" | bc)") s vs $(printf '%.1f' "$(echo "$t3 - $t2" | bc)") s)"
 
 "$C" down
