@@ -76,7 +76,9 @@ echo "kill -9: $kills kills in $((SECONDS - t0)) s over $((done_runs + 1)) runs 
 mp=$!
 for _ in $(seq 1 600); do [ -f mp/last.h5 ] && break; sleep 0.05; done
 rank1="" rank0=""
-for p in $(ps -o pid= --ppid $mp); do
+# scripts/mpirun.sh runs mpirun as its child (in a session of its own): look at grandchildren too
+kids=$(ps -o pid= --ppid $mp)
+for p in $kids $(for k in $kids; do ps -o pid= --ppid "$k"; done); do
   [ "$(readlink /proc/$p/exe 2>/dev/null)" = "$X" ] || continue
   r=$(tr '\0' '\n' < /proc/$p/environ 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
   [ "$r" = 1 ] && rank1=$p
