@@ -30,3 +30,12 @@ pgm() { # pgm FILE W H SEED BLOB
     } }')
   { printf 'P5\n%d %d\n255\n' "$2" "$3"; printf "$esc"; } > "$1"
 }
+
+pgm_classes() { # pgm_classes DIR N: DIR/NORMAL/n1..nN.pgm and DIR/PNEUMONIA/p1..pN.pgm, varied sizes, a blob in PNEUMONIA
+  local i
+  mkdir -p "$1/NORMAL" "$1/PNEUMONIA"
+  for i in $(seq 1 "$2"); do
+    pgm "$1/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
+    pgm "$1/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
+  done
+}

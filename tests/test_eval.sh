@@ -15,11 +15,7 @@ rm -rf "$W" && mkdir -p "$W" || exit 1
 . "$2/tests/lib.sh"
 command -v jq > /dev/null || { echo "FAIL: jq is needed (scripts/deps.sh --test installs it)" >&2; exit 1; }
 S=$W/src
-mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
-for i in $(seq 1 14); do
-  pgm "$S/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
-  pgm "$S/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
-done
+pgm_classes "$S" 14
 cat > "$W/tiny.txt" << 'EOF'
 input 1x16x16
 conv 4 3x3 relu pad=same

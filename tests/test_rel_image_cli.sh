@@ -14,11 +14,7 @@ rm -rf "$W" && mkdir -p "$W" || exit 1
 . "$SRC/tests/lib.sh"
 C=$SRC/tests/fuzz/corpus/image
 S=$W/src
-mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  pgm "$S/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
-  pgm "$S/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
-done
+pgm_classes "$S" 10
 cp "$C/gray.jpg" "$S/NORMAL/ok.jpg"
 cp "$C/prog.jpg" "$S/PNEUMONIA/ok_prog.jpg"
 head -c 300 "$C/gray.jpg" > "$S/NORMAL/cut.jpg"

@@ -28,11 +28,7 @@ T0=$(date +%s)
 
 # ---- a tiny trained checkpoint (few seconds) ----
 S=$W/src
-mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
-for i in $(seq 1 10); do
-  pgm "$S/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
-  pgm "$S/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
-done
+pgm_classes "$S" 10
 cat > "$W/tiny.txt" << 'EOF'
 input 1x16x16
 conv 4 3x3 relu pad=same

@@ -17,11 +17,7 @@ done
 SPID=
 trap '[ -n "$SPID" ] && kill -9 $SPID 2> /dev/null' EXIT
 S=$W/src
-mkdir -p "$S/NORMAL" "$S/PNEUMONIA"
-for i in $(seq 1 10); do
-  pgm "$S/NORMAL/n$i.pgm" $((20 + i)) $((18 + 2 * i)) "$i" 0
-  pgm "$S/PNEUMONIA/p$i.pgm" $((30 - i)) $((16 + i)) $((100 + i)) $((20 + 10 * i))
-done
+pgm_classes "$S" 10
 printf 'input 1x16x16\nconv 4 3x3 relu pad=same\nmaxpool 2x2\nconv 6 3x3 relu\nflatten\ndense 1 sigmoid\n' > "$W/tiny.txt"
 "$BIN" pack "$S" "$W/d.h5" --size 16 --val-fraction 0.3 --seed 2 > /dev/null 2>&1 || bad "pack"
 "$BIN" train --data "$W/d.h5" --model "$W/tiny.txt" --epochs 2 --batch 4 --out "$W/run" --quiet --threads 1 \
