@@ -3,8 +3,9 @@
 # tests/test_serve_browser.py, which also checks the page shows predict's probability).
 # Usage: scripts/screenshot_serve.sh CKPT.h5 IMAGE [XRAYDP_BINARY] [VAL_DATA.h5]   (OUT=path to change the output)
 # docs/img/serve.png was made with a keras-seed checkpoint trained 15 epochs on 400 images of
-# ../shared/data/chest_xray_train (pack --size 128 --val-fraction 0.25 --seed 1; train --model keras-seed
-# --epochs 15 --threads 1) and IMAGE = ../shared/data/chest_xray_fullres/PNEUMONIA/<first file>.
+# ../shared/data/chest_xray_train (the first 200 file names of NORMAL and of PNEUMONIA, `ls` order; pack
+# --size 128 --val-fraction 0.25 --seed 1; train --model keras-seed --epochs 15), VAL_DATA = that packed
+# file, and IMAGE = ../shared/data/chest_xray_fullres/PNEUMONIA/<first file>.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CKPT=$(readlink -f "$1")
